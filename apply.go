@@ -1,0 +1,266 @@
+package raft
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// proposal is one caller waiting for its entry to be applied.
+type proposal struct {
+	data  []byte
+	cc    *ConfChange
+	index uint64
+	term  uint64
+	done  chan proposalResult // capacity 1: delivering never blocks
+}
+
+type proposalResult struct {
+	val any
+	err error
+}
+
+var proposalPool = sync.Pool{New: func() any { return &proposal{done: make(chan proposalResult, 1)} }}
+
+func getProposal() *proposal { return proposalPool.Get().(*proposal) }
+
+// putProposal recycles p once its caller has read the result.
+func putProposal(p *proposal) {
+	p.data, p.cc, p.index, p.term = nil, nil, 0, 0
+	proposalPool.Put(p)
+}
+
+func (p *proposal) finish(val any, err error) { p.done <- proposalResult{val, err} }
+
+// readWait is a linearizable read waiting for the state machine to reach
+// index.
+type readWait struct {
+	index uint64
+	done  chan error
+}
+
+// applyTask is one batch of work for the apply goroutine, in log order.
+type applyTask struct {
+	snap     *SnapshotMeta
+	snapData []byte
+	entries  []Entry
+	reads    []readWait
+}
+
+// applier owns the StateMachine: one goroutine applies committed entries in
+// order, delivers results to waiting proposals, releases reads and takes
+// snapshots. The Node's loop never waits for it.
+type applier struct {
+	n  *Node
+	sm StateMachine
+
+	mu      sync.Mutex
+	queue   []applyTask
+	pending map[uint64]*proposal // by log index; guarded by mu
+	notify  chan struct{}        // capacity 1
+	snapReq chan chan error
+	stopc   chan struct{}
+	done    chan struct{}
+
+	applied      atomic.Uint64
+	lastSnap     uint64 // index of the latest snapshot taken or restored
+	snapshotting atomic.Bool
+	waiting      []readWait // reads whose index is not applied yet
+}
+
+func newApplier(n *Node, sm StateMachine, applied uint64) *applier {
+	a := &applier{
+		n:        n,
+		sm:       sm,
+		pending:  make(map[uint64]*proposal),
+		notify:   make(chan struct{}, 1),
+		snapReq:  make(chan chan error),
+		stopc:    make(chan struct{}),
+		done:     make(chan struct{}),
+		lastSnap: applied,
+	}
+	a.applied.Store(applied)
+	return a
+}
+
+// register records proposals whose entries start at first in term.
+func (a *applier) register(ps []*proposal, first, term uint64) {
+	a.mu.Lock()
+	for i, p := range ps {
+		p.index, p.term = first+uint64(i), term
+		a.pending[p.index] = p
+	}
+	a.mu.Unlock()
+}
+
+// failPending fails every proposal whose index is above keep: their
+// outcome is no longer ours to report.
+func (a *applier) failPending(keep uint64, err error) {
+	a.mu.Lock()
+	for idx, p := range a.pending {
+		if idx > keep {
+			p.finish(nil, err)
+			delete(a.pending, idx)
+		}
+	}
+	a.mu.Unlock()
+}
+
+func (a *applier) push(t applyTask) {
+	a.mu.Lock()
+	a.queue = append(a.queue, t)
+	a.mu.Unlock()
+	select {
+	case a.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (a *applier) run() {
+	defer close(a.done)
+	var batch []applyTask
+	for {
+		select {
+		case <-a.stopc:
+			return
+		case reply := <-a.snapReq:
+			reply <- a.snapshot()
+			continue
+		case <-a.notify:
+		}
+		a.mu.Lock()
+		batch, a.queue = a.queue, batch[:0]
+		a.mu.Unlock()
+		for i := range batch {
+			if err := a.apply(&batch[i]); err != nil {
+				a.n.fail(err)
+				return
+			}
+			batch[i] = applyTask{}
+		}
+		a.maybeSnapshot()
+	}
+}
+
+func (a *applier) apply(t *applyTask) error {
+	if t.snap != nil && t.snap.Index > a.applied.Load() {
+		if err := a.sm.Restore(bytes.NewReader(t.snapData)); err != nil {
+			return fmt.Errorf("raft: state machine failed to restore snapshot at index %d: %w", t.snap.Index, err)
+		}
+		a.applied.Store(t.snap.Index)
+		a.lastSnap = t.snap.Index
+	}
+	for i := range t.entries {
+		e := &t.entries[i]
+		if e.Index <= a.applied.Load() {
+			continue // never apply an index twice
+		}
+		var val any
+		if e.Type == EntryNormal {
+			val = a.sm.Apply(*e)
+		}
+		a.applied.Store(e.Index)
+		a.mu.Lock()
+		p := a.pending[e.Index]
+		if p != nil {
+			delete(a.pending, e.Index)
+		}
+		a.mu.Unlock()
+		if p != nil {
+			if p.term == e.Term {
+				p.finish(val, nil)
+			} else {
+				p.finish(nil, ErrProposalDropped)
+			}
+		}
+	}
+	a.waiting = append(a.waiting, t.reads...)
+	applied := a.applied.Load()
+	kept := a.waiting[:0]
+	for _, r := range a.waiting {
+		if r.index <= applied {
+			r.done <- nil
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	clear(a.waiting[len(kept):])
+	a.waiting = kept
+	return nil
+}
+
+// maybeSnapshot takes a snapshot when enough entries were applied since the
+// last one.
+func (a *applier) maybeSnapshot() {
+	th := a.n.cfg.SnapshotThreshold
+	if th == 0 || a.applied.Load()-a.lastSnap < th || a.snapshotting.Load() {
+		return
+	}
+	if err := a.snapshot(); err != nil {
+		a.n.logger.Warn("automatic snapshot failed", "err", err)
+	}
+}
+
+// snapshot captures the state machine now and persists it off this
+// goroutine. It returns once the capture is taken; persisting reports
+// through the logger. For on-demand snapshots see Node.Snapshot.
+func (a *applier) snapshot() error {
+	if !a.snapshotting.CompareAndSwap(false, true) {
+		return errSnapshotInProgress
+	}
+	index := a.applied.Load()
+	if index == a.lastSnap {
+		a.snapshotting.Store(false)
+		return nil
+	}
+	snap, err := a.sm.Snapshot()
+	if err != nil {
+		a.snapshotting.Store(false)
+		return fmt.Errorf("raft: state machine snapshot failed: %w", err)
+	}
+	a.lastSnap = index
+	a.n.wg.Add(1)
+	go func() {
+		defer a.n.wg.Done()
+		defer a.snapshotting.Store(false)
+		defer snap.Release()
+		if err := a.n.persistSnapshot(index, snap); err != nil {
+			a.n.logger.Warn("snapshot not saved", "index", index, "err", err)
+		}
+	}()
+	return nil
+}
+
+// saveSnapshot streams snap through a pipe into Storage.SaveSnapshot.
+func saveSnapshot(st Storage, meta SnapshotMeta, snap Snapshot) error {
+	pr, pw := io.Pipe()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := snap.WriteTo(pw)
+		pw.CloseWithError(err)
+		wrote <- err
+	}()
+	err := st.SaveSnapshot(meta, pr)
+	pr.CloseWithError(io.ErrClosedPipe)
+	if werr := <-wrote; err == nil && werr != nil {
+		err = fmt.Errorf("raft: writing snapshot: %w", werr)
+	}
+	return err
+}
+
+func (a *applier) stop() {
+	close(a.stopc)
+	<-a.done
+	a.mu.Lock()
+	for idx, p := range a.pending {
+		p.finish(nil, ErrStopped)
+		delete(a.pending, idx)
+	}
+	a.mu.Unlock()
+	for _, r := range a.waiting {
+		r.done <- ErrStopped
+	}
+	a.waiting = nil
+}

@@ -1,0 +1,3 @@
+module github.com/raftgo/raft
+
+go 1.26

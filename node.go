@@ -1,0 +1,650 @@
+package raft
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Node runs one member of a Raft cluster: a goroutine that owns the Core
+// and drives it with a ticker, messages from the Transport and requests from
+// callers; a goroutine that applies committed entries to the StateMachine;
+// and the Storage and Transport plugins. All methods are safe for
+// concurrent use.
+type Node struct {
+	cfg    Config
+	id     NodeID
+	core   *Core // owned by the loop goroutine
+	st     Storage
+	tr     Transport
+	app    *applier
+	logger *slog.Logger
+
+	recvc chan Message
+	propc chan *proposal
+	reqc  chan func()
+
+	stopOnce   sync.Once
+	stopc      chan struct{} // closed to ask the loop to stop
+	loopExit   chan struct{} // closed when the loop takes no more requests
+	donec      chan struct{} // closed when everything is released
+	stopCalled atomic.Bool
+	wg         sync.WaitGroup // background goroutines other than the loop
+
+	dropped atomic.Uint64
+	readID  atomic.Uint64
+
+	readsMu sync.Mutex
+	reads   map[uint64]chan error
+
+	mu        sync.Mutex // guards the fields below
+	obs       Observation
+	changed   chan struct{} // closed and replaced on every observation change
+	fatal     error
+	final     Status
+	confIndex uint64
+
+	propBatch []*proposal
+	cmdBatch  [][]byte
+}
+
+const (
+	inboxSize     = 4096
+	proposalQueue = 4096
+	maxPropBatch  = 1024
+)
+
+// NewNode starts a node. It loads st, restores sm from the latest snapshot
+// if there is one, and starts the transport. If st is empty and cfg.Peers is
+// set, the node bootstraps a new cluster with that configuration; if both
+// are empty, it waits to be added to an existing cluster.
+//
+// The node owns tr from now on (Stop closes it); st stays open so the
+// caller can inspect or reuse it after Stop.
+func NewNode(cfg Config, sm StateMachine, st Storage, tr Transport) (*Node, error) {
+	if sm == nil || st == nil || tr == nil {
+		return nil, errors.New("raft: NewNode needs a StateMachine, a Storage and a Transport")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	state, err := st.Load()
+	if err != nil {
+		return nil, fmt.Errorf("raft: loading storage: %w", err)
+	}
+	seed := maphash.Comparable(maphash.MakeSeed(), time.Now().UnixNano())
+	core, err := NewCore(cfg, state, rand.New(rand.NewPCG(seed, uint64(cfg.ID))))
+	if err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{
+		cfg:      cfg,
+		id:       cfg.ID,
+		core:     core,
+		st:       st,
+		tr:       tr,
+		logger:   logger.With("node", uint64(cfg.ID)),
+		recvc:    make(chan Message, inboxSize),
+		propc:    make(chan *proposal, proposalQueue),
+		reqc:     make(chan func()),
+		stopc:    make(chan struct{}),
+		loopExit: make(chan struct{}),
+		donec:    make(chan struct{}),
+		reads:    make(map[uint64]chan error),
+		changed:  make(chan struct{}),
+	}
+	if state.Snapshot.Index > 0 {
+		if err := restoreFromStorage(sm, st, state.Snapshot); err != nil {
+			return nil, err
+		}
+	}
+	n.app = newApplier(n, sm, state.Snapshot.Index)
+	n.obs = Observation{ID: n.id, Role: core.Role(), Term: core.Term(), Leader: core.Leader()}
+	n.confIndex = core.confs.latest().index
+	tr.SetPeers(core.Config().Servers)
+	if err := tr.Start(n.deliver); err != nil {
+		return nil, fmt.Errorf("raft: starting transport: %w", err)
+	}
+	go n.app.run()
+	go n.run()
+	return n, nil
+}
+
+func restoreFromStorage(sm StateMachine, st Storage, want SnapshotMeta) error {
+	meta, rc, err := st.Snapshot()
+	if err != nil {
+		return fmt.Errorf("raft: opening snapshot at index %d: %w", want.Index, err)
+	}
+	defer rc.Close()
+	if meta.Index != want.Index {
+		return fmt.Errorf("raft: storage snapshot index %d does not match loaded state %d", meta.Index, want.Index)
+	}
+	if err := sm.Restore(rc); err != nil {
+		return fmt.Errorf("raft: state machine failed to restore snapshot at index %d: %w", meta.Index, err)
+	}
+	return nil
+}
+
+// deliver is the Transport's entry point. It never blocks: when the inbox
+// is full the message is dropped (Raft retries).
+func (n *Node) deliver(m Message) {
+	select {
+	case n.recvc <- m:
+	default:
+		n.dropped.Add(1)
+	}
+}
+
+func (n *Node) run() {
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+			n.core.Tick()
+		case m := <-n.recvc:
+			n.core.Step(m)
+			for i := 0; i < inboxSize; i++ {
+				select {
+				case m = <-n.recvc:
+					n.core.Step(m)
+					continue
+				default:
+				}
+				break
+			}
+		case p := <-n.propc:
+			n.handleProposals(p)
+		case f := <-n.reqc:
+			f()
+		case <-n.stopc:
+			n.shutdown()
+			return
+		}
+		if !n.processReady() {
+			n.shutdown()
+			return
+		}
+		n.observe()
+	}
+}
+
+// processReady carries out the Core's effects. It returns false if the node
+// must stop (storage failed).
+func (n *Node) processReady() bool {
+	for n.core.HasReady() {
+		rd := n.core.Ready()
+		if rd.Snapshot != nil {
+			if err := n.st.SaveSnapshot(*rd.Snapshot, bytes.NewReader(rd.SnapshotData)); err != nil {
+				n.setFatal(fmt.Errorf("raft: saving received snapshot: %w", err))
+				return false
+			}
+		}
+		if rd.MustSync {
+			if err := n.st.Save(rd.HardState, rd.Entries); err != nil {
+				n.setFatal(fmt.Errorf("raft: persisting log: %w", err))
+				return false
+			}
+		}
+		n.send(rd.Messages)
+		if rd.Snapshot != nil || len(rd.CommittedEntries) > 0 || len(rd.ReadStates) > 0 {
+			n.app.push(applyTask{snap: rd.Snapshot, snapData: rd.SnapshotData, entries: rd.CommittedEntries, reads: n.readWaits(rd.ReadStates)})
+		}
+		n.core.Advance(rd)
+	}
+	return true
+}
+
+// send hands messages to the transport; snapshots are read from Storage on
+// another goroutine so a large one never stalls the loop.
+func (n *Node) send(msgs []Message) {
+	j := 0
+	for _, m := range msgs {
+		if m.Type == MsgSnap && m.SnapshotData == nil {
+			n.wg.Add(1)
+			go n.sendSnapshot(m)
+			continue
+		}
+		msgs[j] = m
+		j++
+	}
+	if j > 0 {
+		n.tr.Send(msgs[:j])
+	}
+}
+
+func (n *Node) sendSnapshot(m Message) {
+	defer n.wg.Done()
+	meta, rc, err := n.st.Snapshot()
+	if err != nil {
+		n.logger.Warn("cannot read snapshot to send", "to", uint64(m.To), "err", err)
+		return
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		n.logger.Warn("cannot read snapshot to send", "to", uint64(m.To), "err", err)
+		return
+	}
+	m.Snapshot, m.SnapshotData = meta, data
+	if data == nil {
+		m.SnapshotData = []byte{}
+	}
+	n.tr.Send([]Message{m})
+}
+
+// readWaits turns ReadStates into waits for the apply goroutine, failing
+// the reads that were refused.
+func (n *Node) readWaits(rs []ReadState) []readWait {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]readWait, 0, len(rs))
+	n.readsMu.Lock()
+	defer n.readsMu.Unlock()
+	for _, r := range rs {
+		ch, ok := n.reads[r.Context]
+		if !ok {
+			continue // the caller gave up
+		}
+		delete(n.reads, r.Context)
+		if r.Index == 0 {
+			ch <- n.notLeader()
+			continue
+		}
+		out = append(out, readWait{index: r.Index, done: ch})
+	}
+	return out
+}
+
+func (n *Node) handleProposals(first *proposal) {
+	batch := append(n.propBatch[:0], first)
+drain:
+	for len(batch) < maxPropBatch {
+		select {
+		case p := <-n.propc:
+			batch = append(batch, p)
+		default:
+			break drain
+		}
+	}
+	cmds := n.cmdBatch[:0]
+	for _, p := range batch {
+		cmds = append(cmds, p.data)
+	}
+	idx, err := n.core.Propose(cmds...)
+	if err != nil {
+		err = n.wrapNotLeader(err)
+		for _, p := range batch {
+			p.finish(nil, err)
+		}
+	} else {
+		n.app.register(batch, idx, n.core.Term())
+	}
+	clear(batch)
+	clear(cmds)
+	n.propBatch, n.cmdBatch = batch[:0], cmds[:0]
+}
+
+// notLeader builds a NotLeaderError from the Core's current knowledge. It
+// runs on the loop goroutine.
+func (n *Node) notLeader() *NotLeaderError {
+	e := &NotLeaderError{Leader: n.core.Leader()}
+	if s, ok := n.core.Config().Server(e.Leader); ok {
+		e.LeaderAddr = s.Addr
+	}
+	return e
+}
+
+func (n *Node) wrapNotLeader(err error) error {
+	var nl *NotLeaderError
+	if errors.As(err, &nl) {
+		return n.notLeader()
+	}
+	return err
+}
+
+// observe reports role, term and leader changes, fails proposals that lost
+// their leader, and keeps the transport's peer list current.
+func (n *Node) observe() {
+	o := Observation{ID: n.id, Role: n.core.Role(), Term: n.core.Term(), Leader: n.core.Leader()}
+	if ci := n.core.confs.latest().index; ci != n.confIndex {
+		n.confIndex = ci
+		n.tr.SetPeers(n.core.Config().Servers)
+	}
+	n.mu.Lock()
+	prev := n.obs
+	if o == prev {
+		n.mu.Unlock()
+		return
+	}
+	n.obs = o
+	close(n.changed)
+	n.changed = make(chan struct{})
+	n.mu.Unlock()
+	if prev.Role == Leader && (o.Role != Leader || o.Term != prev.Term) {
+		n.app.failPending(n.core.log.committed, ErrLeadershipLost)
+	}
+	n.logger.Debug("observation", "role", o.Role, "term", o.Term, "leader", uint64(o.Leader))
+	if n.cfg.Observer != nil {
+		n.cfg.Observer(o)
+	}
+}
+
+func (n *Node) setFatal(err error) {
+	n.logger.Error("node stopping on fatal error", "err", err)
+	n.mu.Lock()
+	if n.fatal == nil {
+		n.fatal = err
+	}
+	n.mu.Unlock()
+}
+
+// fail stops the node from another goroutine because of err.
+func (n *Node) fail(err error) {
+	n.setFatal(err)
+	n.stopOnce.Do(func() { close(n.stopc) })
+}
+
+// shutdown releases everything; it runs on the loop goroutine as it exits.
+func (n *Node) shutdown() {
+	final := n.core.Status()
+	close(n.loopExit)
+	// Fail queued proposals.
+	for {
+		select {
+		case p := <-n.propc:
+			p.finish(nil, ErrStopped)
+			continue
+		default:
+		}
+		break
+	}
+	n.app.stop()
+	n.wg.Wait()
+	if err := n.tr.Close(); err != nil {
+		n.logger.Warn("closing transport", "err", err)
+	}
+	n.readsMu.Lock()
+	for id, ch := range n.reads {
+		ch <- ErrStopped
+		delete(n.reads, id)
+	}
+	n.readsMu.Unlock()
+	final.Applied = n.app.applied.Load()
+	final.DroppedMessages = n.dropped.Load()
+	final.Stopped = true
+	final.Progress = nil
+	n.mu.Lock()
+	n.final = final
+	n.mu.Unlock()
+	close(n.donec)
+}
+
+// do runs f on the loop goroutine and waits for it.
+func (n *Node) do(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case n.reqc <- func() { f(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.loopExit:
+		return ErrStopped
+	}
+	<-done
+	return nil
+}
+
+// Stop stops the node: it fails pending calls with ErrStopped, waits for its
+// goroutines to finish and closes the transport. It returns the error that
+// stopped the node if it had already stopped by itself, and ErrStopped if
+// Stop was called before.
+func (n *Node) Stop() error {
+	if n.stopCalled.Swap(true) {
+		<-n.donec
+		return ErrStopped
+	}
+	n.stopOnce.Do(func() { close(n.stopc) })
+	<-n.donec
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.fatal
+}
+
+// Done returns a channel closed once the node has stopped, by Stop or by a
+// fatal error (see Err).
+func (n *Node) Done() <-chan struct{} { return n.donec }
+
+// Err returns the error that stopped the node by itself, if any.
+func (n *Node) Err() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.fatal
+}
+
+// Propose replicates cmd and returns the StateMachine's result for it once
+// it is applied on this node. Errors say what happened to cmd:
+//   - *NotLeaderError: this node is not the leader; cmd was not appended.
+//   - ErrLeadershipLost: leadership was lost in flight; cmd may commit.
+//   - ErrProposalDropped: cmd was not appended or was overwritten; it will
+//     not commit.
+//   - a context error after cmd was handed to the node: outcome unknown.
+//   - ErrStopped: the node is stopped.
+//
+// cmd must not be modified after the call.
+func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
+	if n.stopCalled.Load() {
+		return nil, ErrStopped
+	}
+	p := getProposal()
+	p.data = cmd
+	select {
+	case n.propc <- p:
+	case <-ctx.Done():
+		putProposal(p)
+		return nil, ctx.Err()
+	case <-n.loopExit:
+		putProposal(p)
+		return nil, ErrStopped
+	}
+	select {
+	case r := <-p.done:
+		putProposal(p)
+		return r.val, r.err
+	case <-ctx.Done():
+		// p may still be completed later; it is not recycled.
+		return nil, ctx.Err()
+	case <-n.donec:
+		return nil, ErrStopped
+	}
+}
+
+// Read waits until a linearizable read is possible: when it returns nil the
+// local StateMachine reflects every write committed before Read was called,
+// so reading it directly is linearizable (ReadIndex, dissertation section
+// 6.4). On a follower the read index is obtained from the leader. It returns
+// a *NotLeaderError when no leader is known or leadership was lost.
+func (n *Node) Read(ctx context.Context) error {
+	if n.stopCalled.Load() {
+		return ErrStopped
+	}
+	id := n.readID.Add(1)
+	ch := make(chan error, 1)
+	n.readsMu.Lock()
+	n.reads[id] = ch
+	n.readsMu.Unlock()
+	defer func() {
+		n.readsMu.Lock()
+		delete(n.reads, id)
+		n.readsMu.Unlock()
+	}()
+	var rerr error
+	if err := n.do(ctx, func() {
+		if err := n.core.ReadIndex(id); err != nil {
+			rerr = n.wrapNotLeader(err)
+		}
+	}); err != nil {
+		return err
+	}
+	if rerr != nil {
+		return rerr
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.donec:
+		return ErrStopped
+	}
+}
+
+// Status reports the node's current state. After the node stops it reports
+// the final state with Stopped set.
+func (n *Node) Status() Status {
+	var s Status
+	if err := n.do(context.Background(), func() { s = n.core.Status() }); err != nil {
+		<-n.donec
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.final
+	}
+	s.Applied = n.app.applied.Load()
+	s.DroppedMessages = n.dropped.Load()
+	return s
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() NodeID { return n.id }
+
+// Leader returns the leader this node currently knows of, or None.
+func (n *Node) Leader() NodeID {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.obs.Leader
+}
+
+// Changes returns the latest observation and a channel closed at the next
+// change of role, term or leader, so callers can wait for one without
+// polling.
+func (n *Node) Changes() (Observation, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.obs, n.changed
+}
+
+// Campaign makes the node start an election now instead of waiting for its
+// election timeout.
+func (n *Node) Campaign(ctx context.Context) error {
+	if n.stopCalled.Load() {
+		return ErrStopped
+	}
+	return n.do(ctx, func() { n.core.Campaign() })
+}
+
+// TransferLeadership hands leadership to the voter to and waits until this
+// node sees to as leader. It returns a *NotLeaderError if this node is not
+// the leader, and a *TransferError if the transfer is abandoned (the
+// target did not win within an election timeout) or ctx ends first.
+func (n *Node) TransferLeadership(ctx context.Context, to NodeID) error {
+	if n.stopCalled.Load() {
+		return ErrStopped
+	}
+	var terr error
+	if err := n.do(ctx, func() { terr = n.wrapNotLeader(n.core.TransferLeadership(to)) }); err != nil {
+		return err
+	}
+	if terr != nil {
+		return terr
+	}
+	// Give up after twice the abandon time, so a timeout is always
+	// reported even if the leader never notices.
+	limit := time.NewTimer(4 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer limit.Stop()
+	for {
+		o, ch := n.Changes()
+		if o.Leader == to {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return &TransferError{To: to, Reason: ctx.Err().Error()}
+		case <-limit.C:
+			return &TransferError{To: to, Reason: "target did not win an election in time"}
+		case <-n.donec:
+			return ErrStopped
+		}
+	}
+}
+
+// Snapshot takes a snapshot of the state machine now (if anything was
+// applied since the last one) and returns once it has been captured; it is
+// written to Storage in the background and the log compacted after it.
+func (n *Node) Snapshot(ctx context.Context) error {
+	if n.stopCalled.Load() {
+		return ErrStopped
+	}
+	reply := make(chan error, 1)
+	select {
+	case n.app.snapReq <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.loopExit:
+		return ErrStopped
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var errSnapshotInProgress = errors.New("raft: a snapshot is already being written")
+
+// persistSnapshot writes a snapshot taken at index to Storage and then
+// compacts the log. It runs on a background goroutine.
+func (n *Node) persistSnapshot(index uint64, snap Snapshot) error {
+	var meta SnapshotMeta
+	var merr error
+	ctx := context.Background()
+	if err := n.do(ctx, func() { meta, merr = n.core.SnapshotMetaAt(index) }); err != nil {
+		return err
+	}
+	if merr != nil {
+		return merr
+	}
+	if err := saveSnapshot(n.st, meta, snap); err != nil {
+		return err
+	}
+	var cerr error
+	if err := n.do(ctx, func() {
+		compactTo := uint64(0)
+		if meta.Index > n.cfg.TrailingEntries {
+			compactTo = meta.Index - n.cfg.TrailingEntries
+		}
+		if cerr = n.core.SnapshotSaved(meta, compactTo); cerr != nil {
+			return
+		}
+		cerr = n.st.Compact(n.core.log.offset)
+	}); err != nil {
+		return err
+	}
+	if cerr == nil {
+		n.logger.Info("snapshot saved", "index", meta.Index, "term", meta.Term)
+	}
+	return cerr
+}

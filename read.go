@@ -1,0 +1,106 @@
+package raft
+
+// readIndexState tracks linearizable reads on a leader (dissertation
+// section 6.4, ReadIndex). Each read waits for a heartbeat round that
+// started after it; reads that arrive between two rounds share one.
+//
+// Invariant: pending is in increasing seq order and every seq <= seq+1.
+type readIndexState struct {
+	seq       uint64 // sequence number of the latest heartbeat round sent
+	needBcast bool   // pending reads wait for a round not yet sent
+	pending   []pendingRead
+}
+
+type pendingRead struct {
+	from NodeID // None for a local read
+	ctx  uint64
+	seq  uint64
+}
+
+func (r *readIndexState) reset() {
+	r.needBcast = false
+	r.pending = r.pending[:0]
+}
+
+// ReadIndex asks for a read index for a linearizable read identified by
+// ctx. The answer arrives later as a ReadState with the same Context in a
+// Ready: Index is the index the state machine must reach, or 0 if the read
+// could not be served (leadership was lost). On a follower the request is
+// forwarded to the leader; with no known leader it returns a
+// *NotLeaderError at once.
+func (c *Core) ReadIndex(ctx uint64) error {
+	if c.role == Leader {
+		c.readIndex(None, ctx)
+		return nil
+	}
+	if c.lead == None {
+		return &NotLeaderError{}
+	}
+	c.send(Message{To: c.lead, Type: MsgReadIndex, Context: ctx})
+	return nil
+}
+
+// readIndex queues a read for the next heartbeat round.
+func (c *Core) readIndex(from NodeID, ctx uint64) {
+	c.reads.pending = append(c.reads.pending, pendingRead{from: from, ctx: ctx, seq: c.reads.seq + 1})
+	c.reads.needBcast = true
+}
+
+// flushReads sends the heartbeat round pending reads wait for. It runs once
+// per Ready so that all reads since the last Ready share one round.
+func (c *Core) flushReads() {
+	if !c.reads.needBcast || c.role != Leader {
+		return
+	}
+	c.reads.needBcast = false
+	c.reads.seq++
+	c.bcastHeartbeat()
+	c.advanceReads()
+}
+
+// advanceReads answers every pending read whose heartbeat round a majority
+// acknowledged, once an entry of this term has committed (so the commit
+// index covers everything any earlier leader committed).
+func (c *Core) advanceReads() {
+	if c.role != Leader || len(c.reads.pending) == 0 || !c.committedInTerm() {
+		return
+	}
+	voters := c.config().Voters()
+	acked := quorumIndex(voters, func(id NodeID) uint64 {
+		if id == c.id {
+			return c.reads.seq
+		}
+		if pr := c.prs[id]; pr != nil {
+			return pr.readAck
+		}
+		return 0
+	})
+	n := 0
+	for _, p := range c.reads.pending {
+		if p.seq > acked {
+			break
+		}
+		c.answerRead(p, c.log.committed)
+		n++
+	}
+	c.reads.pending = append(c.reads.pending[:0], c.reads.pending[n:]...)
+}
+
+// answerRead delivers a read index (0 = failed) locally or to the follower
+// that asked.
+func (c *Core) answerRead(p pendingRead, index uint64) {
+	if p.from == None || p.from == c.id {
+		c.readStates = append(c.readStates, ReadState{Index: index, Context: p.ctx})
+		return
+	}
+	c.send(Message{To: p.from, Type: MsgReadIndexResp, Index: index, Context: p.ctx, Reject: index == 0})
+}
+
+// failReads answers every pending read with a failure; called when the
+// leader steps down.
+func (c *Core) failReads() {
+	for _, p := range c.reads.pending {
+		c.answerRead(p, 0)
+	}
+	c.reads.reset()
+}

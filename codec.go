@@ -41,6 +41,9 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 	if m.Reject {
 		flags |= 1
 	}
+	if m.SnapshotDone {
+		flags |= 2
+	}
 	b = append(b, flags)
 	b = binary.AppendUvarint(b, m.RejectHint)
 	b = binary.AppendUvarint(b, m.Context)
@@ -56,6 +59,7 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.AppendUvarint(b, m.Snapshot.Index)
 	b = binary.AppendUvarint(b, m.Snapshot.Term)
 	b = appendConfiguration(b, m.Snapshot.Config)
+	b = binary.AppendUvarint(b, m.SnapshotOffset)
 	b = binary.AppendUvarint(b, uint64(len(m.SnapshotData)))
 	b = append(b, m.SnapshotData...)
 	return b, nil
@@ -80,6 +84,7 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 	out.Commit = d.uvarint()
 	flags := d.byte()
 	out.Reject = flags&1 != 0
+	out.SnapshotDone = flags&2 != 0
 	out.RejectHint = d.uvarint()
 	out.Context = d.uvarint()
 	// Each entry takes at least 4 bytes, which bounds the count.
@@ -104,6 +109,7 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 	out.Snapshot.Index = d.uvarint()
 	out.Snapshot.Term = d.uvarint()
 	out.Snapshot.Config = d.configuration()
+	out.SnapshotOffset = d.uvarint()
 	if raw := d.bytes(); len(raw) > 0 {
 		out.SnapshotData = append([]byte(nil), raw...)
 	}

@@ -49,7 +49,7 @@ type progress struct {
 	// check-quorum round.
 	recentActive bool
 	// readAck is the highest read sequence the follower acknowledged.
-	readAck uint64
+	readAck  uint64
 	inflight inflights
 }
 

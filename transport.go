@@ -33,7 +33,10 @@ const (
 	// MsgHeartbeatResp answers MsgHeartbeat, echoing Context.
 	MsgHeartbeatResp
 	// MsgSnap is InstallSnapshot: Snapshot describes it and SnapshotData
-	// carries its bytes (filled in by the runtime from Storage).
+	// carries its bytes (filled in by the runtime from Storage). A large
+	// snapshot travels as several MsgSnap chunks: SnapshotOffset is the
+	// position of SnapshotData in the whole, and SnapshotDone marks the
+	// last chunk.
 	MsgSnap
 	// MsgTimeoutNow tells the receiver to start an election at once
 	// (leadership transfer).
@@ -44,6 +47,11 @@ const (
 	// MsgReadIndexResp answers MsgReadIndex: Index is the read index, or
 	// Reject is set when the leader could not serve it.
 	MsgReadIndexResp
+	// MsgSnapAck acknowledges snapshot chunks: SnapshotOffset is the
+	// number of bytes received in order so far; Reject asks the sender to
+	// restart the transfer from offset 0. It is handled by the Node
+	// runtime, not the Core.
+	MsgSnapAck
 	msgTypeEnd // sentinel for validation
 )
 
@@ -53,7 +61,7 @@ var msgTypeNames = [...]string{
 	MsgPreVoteResp: "MsgPreVoteResp", MsgHeartbeat: "MsgHeartbeat",
 	MsgHeartbeatResp: "MsgHeartbeatResp", MsgSnap: "MsgSnap",
 	MsgTimeoutNow: "MsgTimeoutNow", MsgReadIndex: "MsgReadIndex",
-	MsgReadIndexResp: "MsgReadIndexResp",
+	MsgReadIndexResp: "MsgReadIndexResp", MsgSnapAck: "MsgSnapAck",
 }
 
 func (t MessageType) String() string {
@@ -79,9 +87,12 @@ type Message struct {
 	RejectHint uint64
 	Context    uint64
 	Entries    []Entry
-	// Snapshot and SnapshotData are set on MsgSnap only.
-	Snapshot     SnapshotMeta
-	SnapshotData []byte
+	// Snapshot, SnapshotOffset, SnapshotData and SnapshotDone are set on
+	// MsgSnap (and SnapshotOffset on MsgSnapAck) only.
+	Snapshot       SnapshotMeta
+	SnapshotOffset uint64
+	SnapshotData   []byte
+	SnapshotDone   bool
 }
 
 func (m Message) String() string {

@@ -41,9 +41,11 @@ var (
 	// ErrProposalDropped: the proposal was not appended (for example
 	// because a leadership transfer is under way); it surely did not commit.
 	ErrProposalDropped = errors.New("raft: proposal dropped")
-	// ErrConfChangePending: a membership change is already in progress,
-	// or the leader has not yet committed an entry of its term.
+	// ErrConfChangePending: a membership change is already in progress.
 	ErrConfChangePending = errors.New("raft: a membership change is already in progress")
+	// errLeaderNotReady: a new leader has not yet committed an entry of
+	// its term, so it accepts no membership change yet; retry shortly.
+	errLeaderNotReady = errors.New("raft: new leader has not yet committed an entry of its term")
 )
 
 // Ready is a batch of effects the Core asks its driver to carry out, in
@@ -422,10 +424,10 @@ func (c *Core) Propose(cmds ...[]byte) (first uint64, err error) {
 }
 
 // ProposeConfChange appends a single-server membership change. It fails
-// with ErrConfChangePending while an earlier change is uncommitted or before
-// the leader has committed an entry of its own term (the fix for the
-// single-server change bug, dissertation errata), and with a plain error if
-// the change makes no sense.
+// with ErrConfChangePending while an earlier change is uncommitted, with a
+// retryable error before the leader has committed an entry of its own term
+// (the fix for the single-server change bug found after the dissertation),
+// and with a plain error if the change makes no sense.
 func (c *Core) ProposeConfChange(cc ConfChange) (index uint64, err error) {
 	if c.role != Leader {
 		return 0, &NotLeaderError{Leader: c.lead}
@@ -433,7 +435,10 @@ func (c *Core) ProposeConfChange(cc ConfChange) (index uint64, err error) {
 	if c.leadTransferee != None {
 		return 0, ErrProposalDropped
 	}
-	if c.pendingConfIndex > c.log.committed || !c.committedInTerm() {
+	if !c.committedInTerm() {
+		return 0, errLeaderNotReady
+	}
+	if c.pendingConfIndex > c.log.committed {
 		return 0, ErrConfChangePending
 	}
 	next, err := c.config().apply(cc)

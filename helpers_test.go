@@ -150,27 +150,26 @@ func (c *testCluster) waitLeader(timeout time.Duration) NodeID {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		var lead NodeID
-		agree := true
-		for _, nd := range c.nodes {
+		// The leader of the highest term must be known to every running
+		// member of its configuration (nodes waiting to join, or removed,
+		// are not asked).
+		var lead Status
+		statuses := make(map[NodeID]Status, len(c.nodes))
+		for id, nd := range c.nodes {
 			s := nd.Status()
-			if s.Role == Leader {
-				if lead != None && lead != s.ID {
-					agree = false
-				}
-				lead = s.ID
+			statuses[id] = s
+			if s.Role == Leader && s.Term >= lead.Term {
+				lead = s
 			}
 		}
-		if agree && lead != None {
-			ok := true
-			for _, nd := range c.nodes {
-				if nd.Leader() != lead {
-					ok = false
-				}
+		ok := lead.ID != None
+		for id, s := range statuses {
+			if _, member := lead.Config.Server(id); ok && member && s.Leader != lead.ID {
+				ok = false
 			}
-			if ok {
-				return lead
-			}
+		}
+		if ok {
+			return lead.ID
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

@@ -172,14 +172,33 @@ func (c *Core) maybeCommit() bool {
 	}
 	c.advanceReads()
 	if !c.promotable() && c.confs.latest().index <= c.log.committed {
-		// Our removal has committed: tell the others, then step down
-		// (dissertation section 4.2.2).
+		// Our removal has committed: tell the others, hand leadership to
+		// the most up-to-date voter so nobody waits for a timeout, then
+		// step down (dissertation section 4.2.2).
 		c.bcastAppend()
+		if heir := c.mostCaughtUpVoter(); heir != None {
+			c.send(Message{To: heir, Type: MsgTimeoutNow})
+		}
 		c.logger.Info("stepping down: removed from the configuration", "term", c.term)
 		c.becomeFollower(c.term, None)
 		return false
 	}
 	return true
+}
+
+// mostCaughtUpVoter returns the voter (other than us) with the highest
+// match index, if it holds our whole log; otherwise None.
+func (c *Core) mostCaughtUpVoter() NodeID {
+	best, bestMatch := None, uint64(0)
+	for _, id := range c.config().Voters() {
+		if pr := c.prs[id]; id != c.id && pr != nil && (pr.match > bestMatch || (pr.match == bestMatch && id < best)) {
+			best, bestMatch = id, pr.match
+		}
+	}
+	if bestMatch < c.log.lastIndex() {
+		return None
+	}
+	return best
 }
 
 // bcastAppend sends every follower what it is missing.

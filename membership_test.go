@@ -1,0 +1,136 @@
+package raft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// startJoiner starts node id with an empty storage and no Peers: it waits
+// for a leader to add it.
+func (c *testCluster) startJoiner(id NodeID) *Node {
+	c.t.Helper()
+	cfg := c.cfg
+	cfg.ID = id
+	cfg.Peers = nil
+	sm := &counterSM{}
+	c.stores[id] = NewMemoryStorage()
+	nd, err := NewNode(cfg, sm, c.stores[id], c.net.Transport(id))
+	if err != nil {
+		c.t.Fatalf("start joiner %d: %v", id, err)
+	}
+	c.nodes[id], c.sms[id] = nd, sm
+	return nd
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// changeOnLeader retries a membership change on whichever node leads.
+func (c *testCluster) changeOnLeader(t *testing.T, f func(n *Node) error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		lead := c.waitLeader(10 * time.Second)
+		if err = f(c.nodes[lead]); err == nil {
+			return
+		}
+		var nl *NotLeaderError
+		if !errors.As(err, &nl) && !errors.Is(err, ErrLeadershipLost) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("membership change: %v", err)
+		}
+	}
+	t.Fatalf("membership change did not succeed: %v", err)
+}
+
+func voters(n *Node) []NodeID { return n.Status().Config.Voters() }
+
+func TestGrowAndShrinkClusterWhileWriting(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.waitLeader(5 * time.Second)
+	var want []string
+	write := func() {
+		cmd := fmt.Sprintf("w%d", len(want))
+		c.mustPropose(cmd)
+		want = append(want, cmd)
+	}
+	write()
+	for id := NodeID(2); id <= 5; id++ {
+		c.startJoiner(id)
+		c.changeOnLeader(t, func(n *Node) error { return n.AddVoter(ctxTimeout(t, 5*time.Second), id, "") })
+		write()
+		lead := c.waitLeader(5 * time.Second)
+		if got := len(voters(c.nodes[lead])); got != int(id) {
+			t.Fatalf("after adding %d: %d voters, want %d", id, got, id)
+		}
+	}
+	c.waitApplied(want, 10*time.Second)
+	// Shrink to 3, removing the leader first.
+	for len(c.nodes) > 3 {
+		lead := c.waitLeader(5 * time.Second)
+		c.changeOnLeader(t, func(n *Node) error { return n.RemoveServer(ctxTimeout(t, 5*time.Second), lead) })
+		c.stop(lead)
+		write()
+	}
+	lead := c.waitLeader(5 * time.Second)
+	if got := len(voters(c.nodes[lead])); got != 3 {
+		t.Fatalf("after shrinking: %d voters, want 3", got)
+	}
+	c.waitApplied(want, 10*time.Second)
+}
+
+func TestConfChangeWhilePendingIsRefused(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.waitLeader(5 * time.Second)
+	c.mustPropose("x")
+	// Cut the leader off so its change cannot commit, then try another.
+	c.net.Isolate(lead)
+	var idx uint64
+	var err1, err2 error
+	if err := c.nodes[lead].do(context.Background(), func() {
+		idx, err1 = c.nodes[lead].core.ProposeConfChange(ConfChange{Type: AddLearner, ID: 9})
+		_, err2 = c.nodes[lead].core.ProposeConfChange(ConfChange{Type: AddLearner, ID: 10})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err1 != nil || idx == 0 {
+		t.Fatalf("first change: idx %d err %v", idx, err1)
+	}
+	if !errors.Is(err2, ErrConfChangePending) {
+		t.Fatalf("second change: got %v, want ErrConfChangePending", err2)
+	}
+}
+
+func TestRemovedNodeRestartDoesNotDisrupt(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.waitLeader(5 * time.Second)
+	victim := NodeID(1)
+	if victim == lead {
+		victim = 2
+	}
+	c.mustPropose("a")
+	// Stop the victim first so it never learns of its removal.
+	c.stop(victim)
+	c.changeOnLeader(t, func(n *Node) error { return n.RemoveServer(ctxTimeout(t, 5*time.Second), victim) })
+	lead = c.waitLeader(5 * time.Second)
+	term := c.nodes[lead].Status().Term
+	c.start(victim) // restarts from its old storage, still thinks it is a member
+	for i := range 20 {
+		c.mustPropose(fmt.Sprintf("b%d", i))
+	}
+	// Let the removed node time out a few times.
+	deadline := time.Now().Add(time.Duration(5*c.cfg.ElectionTicks*2) * c.cfg.TickInterval)
+	for time.Now().Before(deadline) {
+		c.mustPropose("tick")
+	}
+	s := c.nodes[lead].Status()
+	if s.Role != Leader || s.Term != term {
+		t.Fatalf("leader %d disrupted by removed node: role %v term %d (was %d)", lead, s.Role, s.Term, term)
+	}
+}

@@ -52,6 +52,9 @@ type Config struct {
 	// snapshot after which a Node takes a new one; zero disables
 	// automatic snapshots.
 	SnapshotThreshold uint64
+	// SnapshotChunkSize bounds the bytes of snapshot data in one message
+	// when a leader streams a snapshot to a lagging follower.
+	SnapshotChunkSize int
 	// TrailingEntries is how many entries before a snapshot's index are
 	// kept in the log so slightly lagging followers catch up from the log
 	// instead of a snapshot.
@@ -86,6 +89,7 @@ func DefaultConfig() Config {
 		MaxInflightMsgs:    256,
 		MaxApplyBatchBytes: 4 << 20,
 		SnapshotThreshold:  8192,
+		SnapshotChunkSize:  1 << 20,
 		TrailingEntries:    1024,
 	}
 }
@@ -115,6 +119,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInflightMsgs <= 0 {
 		bad("MaxInflightMsgs must be positive, got %d", c.MaxInflightMsgs)
+	}
+	if c.SnapshotChunkSize <= 0 {
+		bad("SnapshotChunkSize must be positive, got %d", c.SnapshotChunkSize)
 	}
 	if c.MaxApplyBatchBytes <= 0 {
 		bad("MaxApplyBatchBytes must be positive, got %d", c.MaxApplyBatchBytes)

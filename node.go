@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -54,6 +53,10 @@ type Node struct {
 
 	propBatch []*proposal
 	cmdBatch  [][]byte
+
+	snapMu  sync.Mutex
+	senders map[NodeID]*snapSender // outgoing snapshot transfers; guarded by snapMu
+	recv    *snapReceiver          // incoming snapshot; owned by the loop
 }
 
 const (
@@ -104,6 +107,7 @@ func NewNode(cfg Config, sm StateMachine, st Storage, tr Transport) (*Node, erro
 		donec:    make(chan struct{}),
 		reads:    make(map[uint64]chan error),
 		changed:  make(chan struct{}),
+		senders:  make(map[NodeID]*snapSender),
 	}
 	if state.Snapshot.Index > 0 {
 		if err := restoreFromStorage(sm, st, state.Snapshot); err != nil {
@@ -155,11 +159,11 @@ func (n *Node) run() {
 		case <-ticker.C:
 			n.core.Tick()
 		case m := <-n.recvc:
-			n.core.Step(m)
+			n.step(m)
 			for i := 0; i < inboxSize; i++ {
 				select {
 				case m = <-n.recvc:
-					n.core.Step(m)
+					n.step(m)
 					continue
 				default:
 				}
@@ -178,6 +182,19 @@ func (n *Node) run() {
 			return
 		}
 		n.observe()
+	}
+}
+
+// step routes an incoming message: snapshot chunks and their
+// acknowledgements are the runtime's business, everything else the Core's.
+func (n *Node) step(m Message) {
+	switch m.Type {
+	case MsgSnap:
+		n.handleSnapshotChunk(m)
+	case MsgSnapAck:
+		n.routeSnapAck(m)
+	default:
+		n.core.Step(m)
 	}
 }
 
@@ -207,14 +224,14 @@ func (n *Node) processReady() bool {
 	return true
 }
 
-// send hands messages to the transport; snapshots are read from Storage on
-// another goroutine so a large one never stalls the loop.
+// send hands messages to the transport; a snapshot request starts a
+// chunked transfer on another goroutine so a large one never stalls the
+// loop.
 func (n *Node) send(msgs []Message) {
 	j := 0
 	for _, m := range msgs {
-		if m.Type == MsgSnap && m.SnapshotData == nil {
-			n.wg.Add(1)
-			go n.sendSnapshot(m)
+		if m.Type == MsgSnap {
+			n.startSnapshotSend(m)
 			continue
 		}
 		msgs[j] = m
@@ -223,26 +240,6 @@ func (n *Node) send(msgs []Message) {
 	if j > 0 {
 		n.tr.Send(msgs[:j])
 	}
-}
-
-func (n *Node) sendSnapshot(m Message) {
-	defer n.wg.Done()
-	meta, rc, err := n.st.Snapshot()
-	if err != nil {
-		n.logger.Warn("cannot read snapshot to send", "to", uint64(m.To), "err", err)
-		return
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(rc)
-	if err != nil {
-		n.logger.Warn("cannot read snapshot to send", "to", uint64(m.To), "err", err)
-		return
-	}
-	m.Snapshot, m.SnapshotData = meta, data
-	if data == nil {
-		m.SnapshotData = []byte{}
-	}
-	n.tr.Send([]Message{m})
 }
 
 // readWaits turns ReadStates into waits for the apply goroutine, failing

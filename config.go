@@ -39,6 +39,13 @@ type Config struct {
 	// a leader ignore vote requests for that long.
 	CheckQuorum bool
 
+	// LeaseRead lets a leader answer Read without a heartbeat round while
+	// its lease holds: until an election timeout (less a fifth for clock
+	// drift) after the send time of the latest heartbeat round a majority
+	// acknowledged. It assumes the nodes' tick rates differ by less than
+	// that margin. It requires CheckQuorum. Off by default.
+	LeaseRead bool
+
 	// MaxSizePerMsg bounds the entry bytes in one AppendEntries message.
 	MaxSizePerMsg int
 	// MaxInflightMsgs bounds the AppendEntries messages in flight to one
@@ -113,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatTicks > 0 && c.ElectionTicks > 0 && c.HeartbeatTicks*3 > c.ElectionTicks {
 		bad("HeartbeatTicks (%d) must be at most ElectionTicks/3 (ElectionTicks is %d) so heartbeats survive message loss", c.HeartbeatTicks, c.ElectionTicks)
+	}
+	if c.LeaseRead && !c.CheckQuorum {
+		bad("LeaseRead requires CheckQuorum (followers must ignore candidates while the lease holds)")
 	}
 	if c.MaxSizePerMsg <= 0 {
 		bad("MaxSizePerMsg must be positive, got %d", c.MaxSizePerMsg)

@@ -108,6 +108,8 @@ type Core struct {
 	// leaders since the last check-quorum round.
 	electionElapsed  int
 	heartbeatElapsed int
+	// ticks counts every Tick since the Core was created (for leases).
+	ticks uint64
 	// randomizedTimeout is in [ElectionTicks, 2*ElectionTicks).
 	randomizedTimeout int
 
@@ -308,6 +310,10 @@ func (c *Core) acceptHigherTerm(m Message) bool {
 	case MsgVote, MsgPreVote:
 		force := m.Context == contextTransfer
 		inLease := c.cfg.CheckQuorum && c.lead != None && c.electionElapsed < c.cfg.ElectionTicks
+		// With leases, a node that just (re)started may have acked a
+		// leader's heartbeat before it crashed: it votes for nobody until
+		// that lease must have expired.
+		inLease = inLease || (c.cfg.LeaseRead && c.ticks < uint64(c.cfg.ElectionTicks))
 		if !force && inLease {
 			// We heard from a leader recently: ignore a disruptive
 			// candidate (dissertation section 4.2.3).

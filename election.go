@@ -15,6 +15,7 @@ const (
 // tickElection is the tick function of followers and candidates: when the
 // randomized election timeout passes without word from a leader, campaign.
 func (c *Core) tickElection() {
+	c.ticks++
 	c.electionElapsed++
 	if c.electionElapsed >= c.randomizedTimeout && c.promotable() {
 		c.electionElapsed = 0
@@ -162,6 +163,7 @@ func (c *Core) TransferLeadership(to NodeID) error {
 	}
 	c.leadTransferee = to
 	c.electionElapsed = 0
+	c.reads.leaseFloor = c.ticks + 1
 	pr := c.prs[to]
 	if pr.match == c.log.lastIndex() {
 		c.send(Message{To: to, Type: MsgTimeoutNow})

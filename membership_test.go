@@ -134,3 +134,89 @@ func TestRemovedNodeRestartDoesNotDisrupt(t *testing.T) {
 		t.Fatalf("leader %d disrupted by removed node: role %v term %d (was %d)", lead, s.Role, s.Term, term)
 	}
 }
+
+func TestReplaceEveryMemberUnderLoss(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.net.SetFaults(LinkFaults{Drop: 0.10})
+	c.waitLeader(10 * time.Second)
+	var want []string
+	write := func() {
+		cmd := fmt.Sprintf("r%d", len(want))
+		c.mustPropose(cmd)
+		want = append(want, cmd)
+	}
+	write()
+	for old := NodeID(1); old <= 3; old++ {
+		fresh := old + 10
+		c.startJoiner(fresh)
+		c.changeOnLeader(t, func(n *Node) error { return n.AddVoter(ctxTimeout(t, 10*time.Second), fresh, "") })
+		write()
+		c.changeOnLeader(t, func(n *Node) error { return n.RemoveServer(ctxTimeout(t, 10*time.Second), old) })
+		c.stop(old)
+		write()
+	}
+	lead := c.waitLeader(10 * time.Second)
+	got := voters(c.nodes[lead])
+	if fmt.Sprint(got) != fmt.Sprint([]NodeID{11, 12, 13}) {
+		t.Fatalf("voters after replacing every member: %v, want [11 12 13]", got)
+	}
+	c.waitApplied(want, 20*time.Second)
+}
+
+func TestTransferLeadershipToEachFollowerUnderLoad(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.waitLeader(5 * time.Second)
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() { // continuous writers; failures during handoff are expected
+		ok := 0
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- ok
+				return
+			default:
+			}
+			if lead := c.leaderNow(); lead != None {
+				if _, err := c.propose(lead, fmt.Sprintf("load%d", i)); err == nil {
+					ok++
+				}
+			}
+		}
+	}()
+	for round := 0; round < 2; round++ {
+		for target := NodeID(1); target <= 3; target++ {
+			lead := c.waitLeader(10 * time.Second)
+			if lead == target {
+				continue
+			}
+			if err := c.nodes[lead].TransferLeadership(ctxTimeout(t, 10*time.Second), target); err != nil {
+				t.Fatalf("transfer %d -> %d: %v", lead, target, err)
+			}
+			if got := c.waitLeader(10 * time.Second); got != target {
+				t.Fatalf("after transfer to %d the leader is %d", target, got)
+			}
+		}
+	}
+	close(stop)
+	if ok := <-done; ok == 0 {
+		t.Fatal("no write succeeded during the transfers")
+	}
+	lead := c.waitLeader(5 * time.Second)
+	c.waitSameState(t, lead, 10*time.Second)
+}
+
+func TestTransferLeadershipToUnreachableTargetFails(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.waitLeader(5 * time.Second)
+	target := lead%3 + 1
+	c.net.Disconnect(target)
+	err := c.nodes[lead].TransferLeadership(ctxTimeout(t, 10*time.Second), target)
+	var te *TransferError
+	if !errors.As(err, &te) {
+		t.Fatalf("transfer to a disconnected node: %v, want *TransferError", err)
+	}
+	// The old leader keeps (or regains) leadership and serves writes.
+	c.net.Reconnect(target)
+	c.mustPropose("after")
+}

@@ -9,7 +9,15 @@ type readIndexState struct {
 	seq       uint64 // sequence number of the latest heartbeat round sent
 	needBcast bool   // pending reads wait for a round not yet sent
 	pending   []pendingRead
+	// sentAt[s%len] is the tick at which round s was sent (for leases).
+	sentAt [leaseRounds]uint64
+	// leaseFloor: only rounds sent at or after this tick may start a
+	// lease (set when a leadership transfer begins).
+	leaseFloor uint64
 }
+
+// leaseRounds is how many recent heartbeat rounds remember their send time.
+const leaseRounds = 64
 
 type pendingRead struct {
 	from NodeID // None for a local read
@@ -30,6 +38,10 @@ func (r *readIndexState) reset() {
 // *NotLeaderError at once.
 func (c *Core) ReadIndex(ctx uint64) error {
 	if c.role == Leader {
+		if c.leaseValid() {
+			c.readStates = append(c.readStates, ReadState{Index: c.log.committed, Context: ctx})
+			return nil
+		}
 		c.readIndex(None, ctx)
 		return nil
 	}
@@ -53,20 +65,14 @@ func (c *Core) flushReads() {
 		return
 	}
 	c.reads.needBcast = false
-	c.reads.seq++
 	c.bcastHeartbeat()
 	c.advanceReads()
 }
 
-// advanceReads answers every pending read whose heartbeat round a majority
-// acknowledged, once an entry of this term has committed (so the commit
-// index covers everything any earlier leader committed).
-func (c *Core) advanceReads() {
-	if c.role != Leader || len(c.reads.pending) == 0 || !c.committedInTerm() {
-		return
-	}
-	voters := c.config().Voters()
-	acked := quorumIndex(voters, func(id NodeID) uint64 {
+// readAckedRound returns the latest heartbeat round a majority of voters
+// acknowledged.
+func (c *Core) readAckedRound() uint64 {
+	return quorumIndex(c.config().Voters(), func(id NodeID) uint64 {
 		if id == c.id {
 			return c.reads.seq
 		}
@@ -75,6 +81,40 @@ func (c *Core) advanceReads() {
 		}
 		return 0
 	})
+}
+
+// leaseValid reports whether the leader may serve a read without a
+// heartbeat round (Config.LeaseRead). A majority acknowledged a round sent
+// at tick t; with check-quorum none of them votes for another candidate
+// before t + ElectionTicks on its own clock, so no other leader can exist
+// before then, less a margin for clock drift between nodes.
+func (c *Core) leaseValid() bool {
+	if !c.cfg.LeaseRead || c.role != Leader || c.leadTransferee != None || !c.committedInTerm() {
+		return false
+	}
+	acked := c.readAckedRound()
+	if acked == 0 || acked+leaseRounds <= c.reads.seq {
+		return false
+	}
+	sent := c.reads.sentAt[acked%leaseRounds]
+	if sent < c.reads.leaseFloor {
+		return false
+	}
+	return c.ticks < sent+uint64(c.cfg.ElectionTicks-leaseDriftTicks(c.cfg.ElectionTicks))
+}
+
+// leaseDriftTicks is the part of the election timeout a lease gives up to
+// cover clock drift between nodes: a fifth, at least one tick.
+func leaseDriftTicks(election int) int { return max(1, election/5) }
+
+// advanceReads answers every pending read whose heartbeat round a majority
+// acknowledged, once an entry of this term has committed (so the commit
+// index covers everything any earlier leader committed).
+func (c *Core) advanceReads() {
+	if c.role != Leader || len(c.reads.pending) == 0 || !c.committedInTerm() {
+		return
+	}
+	acked := c.readAckedRound()
 	n := 0
 	for _, p := range c.reads.pending {
 		if p.seq > acked {

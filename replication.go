@@ -23,6 +23,7 @@ func (c *Core) becomeLeader() {
 
 // tickHeartbeat is the leader's tick function.
 func (c *Core) tickHeartbeat() {
+	c.ticks++
 	c.heartbeatElapsed++
 	c.electionElapsed++
 	for id, pr := range c.prs {
@@ -260,7 +261,11 @@ func (c *Core) sendSnapshot(id NodeID, pr *progress) bool {
 	return true
 }
 
+// bcastHeartbeat sends a heartbeat round; each round has a new sequence
+// number, which followers echo so reads and leases can count acks.
 func (c *Core) bcastHeartbeat() {
+	c.reads.seq++
+	c.reads.sentAt[c.reads.seq%leaseRounds] = c.ticks
 	for id, pr := range c.prs {
 		if id == c.id {
 			continue

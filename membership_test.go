@@ -220,3 +220,33 @@ func TestTransferLeadershipToUnreachableTargetFails(t *testing.T) {
 	c.net.Reconnect(target)
 	c.mustPropose("after")
 }
+
+func TestLearnerReceivesLogAndIsPromoted(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.waitLeader(5 * time.Second)
+	c.mustPropose("before")
+	c.startJoiner(4)
+	c.changeOnLeader(t, func(n *Node) error { return n.AddLearner(ctxTimeout(t, 5*time.Second), 4, "addr-4") })
+	c.mustPropose("after")
+	c.waitApplied([]string{"before", "after"}, 10*time.Second)
+	lead := c.waitLeader(5 * time.Second)
+	s, ok := c.nodes[lead].Status().Config.Server(4)
+	if !ok || s.Suffrage != Learner || s.Addr != "addr-4" {
+		t.Fatalf("server 4 in config: %+v %t, want a learner at addr-4", s, ok)
+	}
+	// A learner never campaigns, even when it stops hearing the leader.
+	c.net.Isolate(4)
+	deadline := time.Now().Add(time.Duration(6*c.cfg.ElectionTicks) * c.cfg.TickInterval)
+	for time.Now().Before(deadline) {
+		if r := c.nodes[4].Status().Role; r != Follower {
+			t.Fatalf("isolated learner became %v", r)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.net.Heal()
+	c.changeOnLeader(t, func(n *Node) error { return n.AddVoter(ctxTimeout(t, 5*time.Second), 4, "") })
+	lead = c.waitLeader(5 * time.Second)
+	if s, _ := c.nodes[lead].Status().Config.Server(4); s.Suffrage != Voter || s.Addr != "addr-4" {
+		t.Fatalf("after promotion server 4 is %+v, want a voter keeping addr-4", s)
+	}
+}

@@ -67,7 +67,8 @@ type applier struct {
 	applied      atomic.Uint64
 	lastSnap     uint64 // index of the latest snapshot taken or restored
 	snapshotting atomic.Bool
-	waiting      []readWait // reads whose index is not applied yet
+	waiting      []readWait  // reads whose index is not applied yet
+	claimed      []*proposal // scratch for apply: proposals of one task's entries
 }
 
 func newApplier(n *Node, sm StateMachine, applied uint64) *applier {
@@ -152,30 +153,47 @@ func (a *applier) apply(t *applyTask) error {
 		a.applied.Store(t.snap.Index)
 		a.lastSnap = t.snap.Index
 	}
-	for i := range t.entries {
-		e := &t.entries[i]
-		if e.Index <= a.applied.Load() {
-			continue // never apply an index twice
+	ents := t.entries
+	for len(ents) > 0 && ents[0].Index <= a.applied.Load() {
+		ents = ents[1:] // never apply an index twice
+	}
+	// Claim the proposals waiting on these entries under one lock instead
+	// of one lock per entry. They are all registered already: a proposal
+	// is registered before its entry can commit. Once claimed, a
+	// concurrent failPending no longer sees them, which is right: their
+	// entries are committed, so their outcome is known.
+	claimed := a.claimed[:0]
+	if len(ents) > 0 {
+		a.mu.Lock()
+		if len(a.pending) > 0 {
+			for i := range ents {
+				idx := ents[i].Index
+				p := a.pending[idx]
+				if p != nil {
+					delete(a.pending, idx)
+				}
+				claimed = append(claimed, p)
+			}
 		}
+		a.mu.Unlock()
+	}
+	for i := range ents {
+		e := &ents[i]
 		var val any
 		if e.Type == EntryNormal {
 			val = a.sm.Apply(*e)
 		}
 		a.applied.Store(e.Index)
-		a.mu.Lock()
-		p := a.pending[e.Index]
-		if p != nil {
-			delete(a.pending, e.Index)
-		}
-		a.mu.Unlock()
-		if p != nil {
-			if p.term == e.Term {
+		if i < len(claimed) && claimed[i] != nil {
+			if p := claimed[i]; p.term == e.Term {
 				p.finish(val, nil)
 			} else {
 				p.finish(nil, ErrProposalDropped)
 			}
 		}
 	}
+	clear(claimed)
+	a.claimed = claimed[:0]
 	a.waiting = append(a.waiting, t.reads...)
 	applied := a.applied.Load()
 	kept := a.waiting[:0]

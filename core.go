@@ -319,6 +319,14 @@ func (c *Core) acceptHigherTerm(m Message) bool {
 			// candidate (dissertation section 4.2.3).
 			return false
 		}
+		if m.Type == MsgPreVote && c.lead != None && c.electionElapsed < c.cfg.ElectionTicks {
+			// Pre-vote is granted only by voters that have not heard from
+			// a leader for an election timeout (dissertation section
+			// 9.6), so a rejoining node with an up-to-date log cannot
+			// depose a healthy leader even without check-quorum.
+			c.send(Message{To: m.From, Type: MsgPreVoteResp, Reject: true})
+			return false
+		}
 		if m.Type == MsgPreVote {
 			return true // a pre-vote never changes our term
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,7 +42,8 @@ type Network struct {
 	cut          map[link]bool
 	disconnected map[NodeID]bool
 	timers       map[*time.Timer]struct{}
-	stats        NetworkStats
+	stats        NetworkStats  // Delivered is kept in delivered instead
+	delivered    atomic.Uint64 // counted without mu: the per-message hot path
 }
 
 // NewNetwork returns a fault-free network whose random choices come from
@@ -141,7 +143,9 @@ func (nw *Network) Reconnect(id NodeID) {
 func (nw *Network) Stats() NetworkStats {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
-	return nw.stats
+	s := nw.stats
+	s.Delivered = nw.delivered.Load()
+	return s
 }
 
 // Close cancels every delayed delivery still pending.
@@ -206,19 +210,15 @@ func (nw *Network) deliverLater(dst *memTransport, m Message, d time.Duration) {
 }
 
 func (nw *Network) deliverNow(dst *memTransport, m Message) {
-	dst.mu.Lock()
-	deliver := dst.deliver
-	dst.mu.Unlock()
+	deliver := dst.deliver.Load()
 	if deliver == nil {
 		nw.mu.Lock()
 		nw.stats.Dropped++
 		nw.mu.Unlock()
 		return
 	}
-	deliver(m)
-	nw.mu.Lock()
-	nw.stats.Delivered++
-	nw.mu.Unlock()
+	(*deliver)(m)
+	nw.delivered.Add(1)
 }
 
 // memTransport is one node's end of a Network.
@@ -226,8 +226,8 @@ type memTransport struct {
 	nw *Network
 	id NodeID
 
-	mu      sync.Mutex
-	deliver func(Message) // nil before Start and after Close
+	mu      sync.Mutex                    // serializes Start and Close
+	deliver atomic.Pointer[func(Message)] // nil before Start and after Close; read lock-free per message
 	started bool
 }
 
@@ -242,7 +242,8 @@ func (t *memTransport) Start(deliver func(Message)) error {
 		t.mu.Unlock()
 		return errTransportReused
 	}
-	t.started, t.deliver = true, deliver
+	t.started = true
+	t.deliver.Store(&deliver)
 	t.mu.Unlock()
 	t.nw.mu.Lock()
 	t.nw.nodes[t.id] = t
@@ -251,10 +252,7 @@ func (t *memTransport) Start(deliver func(Message)) error {
 }
 
 func (t *memTransport) Send(msgs []Message) {
-	t.mu.Lock()
-	open := t.deliver != nil
-	t.mu.Unlock()
-	if !open {
+	if t.deliver.Load() == nil {
 		return
 	}
 	var buf [2]time.Duration
@@ -274,7 +272,7 @@ func (t *memTransport) SetPeers([]Server) {}
 
 func (t *memTransport) Close() error {
 	t.mu.Lock()
-	t.deliver = nil
+	t.deliver.Store(nil)
 	t.mu.Unlock()
 	t.nw.mu.Lock()
 	if t.nw.nodes[t.id] == t {

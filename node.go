@@ -53,6 +53,7 @@ type Node struct {
 
 	propBatch []*proposal
 	cmdBatch  [][]byte
+	earlyMsgs []Message // scratch for sendBeforeSave; loop only
 
 	snapMu  sync.Mutex
 	senders map[NodeID]*snapSender // outgoing snapshot transfers; guarded by snapMu
@@ -210,6 +211,7 @@ func (n *Node) processReady() bool {
 			}
 		}
 		if rd.MustSync {
+			rd.Messages = n.sendBeforeSave(rd.Messages)
 			if err := n.st.Save(rd.HardState, rd.Entries); err != nil {
 				n.setFatal(fmt.Errorf("raft: persisting log: %w", err))
 				return false
@@ -222,6 +224,32 @@ func (n *Node) processReady() bool {
 		n.core.Advance(rd)
 	}
 	return true
+}
+
+// sendBeforeSave sends the messages that do not depend on the write about
+// to happen and returns the others, in their order. A leader's
+// AppendEntries and heartbeats may leave while its own write of the same
+// entries is in flight (dissertation section 10.2.1), so the two overlap:
+// the Core counts the leader toward a commit only once Advance reports its
+// entries durable, and the term they carry was made durable before the
+// vote requests that won it were sent. Everything else (votes,
+// acknowledgements of entries) waits for the write.
+func (n *Node) sendBeforeSave(msgs []Message) []Message {
+	early := n.earlyMsgs[:0]
+	rest := msgs[:0]
+	for _, m := range msgs {
+		if m.Type == MsgApp || m.Type == MsgHeartbeat {
+			early = append(early, m)
+		} else {
+			rest = append(rest, m)
+		}
+	}
+	if len(early) > 0 {
+		n.tr.Send(early)
+	}
+	clear(early)
+	n.earlyMsgs = early[:0]
+	return rest
 }
 
 // send hands messages to the transport; a snapshot request starts a
@@ -447,14 +475,38 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	}
 	p := getProposal()
 	p.data = cmd
+	// Fast path: a non-blocking send locks only propc, not the channels
+	// every proposer shares (loopExit, donec), which under many concurrent
+	// proposers is where the time went.
 	select {
 	case n.propc <- p:
-	case <-ctx.Done():
-		putProposal(p)
-		return nil, ctx.Err()
+	default:
+		select {
+		case n.propc <- p:
+		case <-ctx.Done():
+			putProposal(p)
+			return nil, ctx.Err()
+		case <-n.loopExit:
+			putProposal(p)
+			return nil, ErrStopped
+		}
+	}
+	// If the loop was still running after p was queued, p was queued
+	// before shutdown drains propc, so p is sure to be finished: by the
+	// loop, by the applier, or by shutdown (queued and pending proposals
+	// are failed with ErrStopped). Only otherwise watch donec as well. A
+	// non-blocking receive on an open, empty channel takes no lock.
+	select {
 	case <-n.loopExit:
-		putProposal(p)
-		return nil, ErrStopped
+	default:
+		select {
+		case r := <-p.done:
+			putProposal(p)
+			return r.val, r.err
+		case <-ctx.Done():
+			// p may still be completed later; it is not recycled.
+			return nil, ctx.Err()
+		}
 	}
 	select {
 	case r := <-p.done:

@@ -100,16 +100,6 @@ func (m Message) String() string {
 		m.Type, m.From, m.To, m.Term, m.LogTerm, m.Index, m.Commit, m.Reject, m.RejectHint, m.Context, len(m.Entries))
 }
 
-// isResponse reports whether t answers a request (used to pick who may
-// send a message of a lower term that is still worth answering).
-func (t MessageType) isResponse() bool {
-	switch t {
-	case MsgAppResp, MsgVoteResp, MsgPreVoteResp, MsgHeartbeatResp, MsgReadIndexResp:
-		return true
-	}
-	return false
-}
-
 // Transport carries messages between the nodes of a cluster. A Transport
 // value belongs to one node.
 //

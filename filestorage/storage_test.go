@@ -1,0 +1,330 @@
+package filestorage
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/raftgo/raft"
+)
+
+func mustOpen(t *testing.T, fsys fileSystem, dir string, opts Options) *Storage {
+	t.Helper()
+	s, err := open(fsys, dir, opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return s
+}
+
+func TestSaveIsOneWriteAndOneSyncWhateverTheBatchSize(t *testing.T) {
+	for _, n := range []uint64{1, 16, 256} {
+		fsys := newMemFS()
+		s := mustOpen(t, fsys, "/d", Options{})
+		w0, s0, d0 := fsys.counts()
+		if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: 0}, testEntries(1, n, 1, 128)); err != nil {
+			t.Fatal(err)
+		}
+		w1, s1, d1 := fsys.counts()
+		if w1-w0 != 1 || s1-s0 != 1 || d1 != d0 {
+			t.Errorf("Save of %d entries: %d writes, %d file syncs, %d dir syncs; want 1, 1, 0", n, w1-w0, s1-s0, d1-d0)
+		}
+		// A Save that changes nothing does not touch the disk.
+		if err := s.Save(raft.HardState{Term: 1, Vote: 1}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if w2, s2, _ := fsys.counts(); w2 != w1 || s2 != s1 {
+			t.Errorf("a Save that changes nothing wrote %d times and synced %d times", w2-w1, s2-s1)
+		}
+	}
+}
+
+func TestOverwriteAppendsOnlyTheNewRecords(t *testing.T) {
+	fsys := newMemFS()
+	s := mustOpen(t, fsys, "/d", Options{})
+	if err := s.Save(raft.HardState{Term: 1}, testEntries(1, 1000, 1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	before := fsys.totalSize()
+	if err := s.Save(raft.HardState{Term: 1}, testEntries(10, 10, 2, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if grew := fsys.totalSize() - before; grew > 200 {
+		t.Errorf("overwriting from index 10 of a 1000-entry log wrote %d bytes; want only the new record", grew)
+	}
+	st, _ := s.Load()
+	if len(st.Entries) != 10 || st.Entries[9].Term != 2 {
+		t.Fatalf("after the overwrite: %s", describe(st))
+	}
+}
+
+func TestCompactionDeletesOldSegments(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentSize: 4 << 10}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(0); i < 20; i++ {
+		if err := s.Save(raft.HardState{Term: 1}, testEntries(i*50+1, i*50+50, 1, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	segsBefore := countFiles(t, dir, ".wal")
+	if segsBefore < 10 {
+		t.Fatalf("only %d segments for 100 KB of entries in 4 KB segments", segsBefore)
+	}
+	if err := s.SaveSnapshot(raft.SnapshotMeta{Index: 900, Term: 1}, strings.NewReader("state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(900); err != nil {
+		t.Fatal(err)
+	}
+	segsAfter := countFiles(t, dir, ".wal")
+	if segsAfter > 4 {
+		t.Errorf("after compacting 900 of 1000 entries, %d of %d segments remain", segsAfter, segsBefore)
+	}
+	if s.segmentCount() != segsAfter {
+		t.Errorf("storage tracks %d segments, directory has %d", s.segmentCount(), segsAfter)
+	}
+	s.Close()
+	s, err = Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, _ := s.Load()
+	if st.CompactedIndex != 900 || len(st.Entries) != 100 || st.Entries[0].Index != 901 {
+		t.Fatalf("after reopen: %s", describe(st))
+	}
+}
+
+func countFiles(t *testing.T, dir, ext string) int {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, de := range des {
+		if filepath.Ext(de.Name()) == ext {
+			n++
+		}
+	}
+	return n
+}
+
+func TestLockKeepsASecondOpenOut(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	s.Close()
+}
+
+func TestClosedStorageReturnsErrClosed(t *testing.T) {
+	s := mustOpen(t, newMemFS(), "/d", Options{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := s.Load(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Load: %v", err)
+	}
+	if err := s.Save(raft.HardState{Term: 1}, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Save: %v", err)
+	}
+	if err := s.SaveSnapshot(raft.SnapshotMeta{Index: 1}, strings.NewReader("")); !errors.Is(err, ErrClosed) {
+		t.Errorf("SaveSnapshot: %v", err)
+	}
+	if _, _, err := s.Snapshot(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Snapshot: %v", err)
+	}
+	if err := s.Compact(1); !errors.Is(err, ErrClosed) {
+		t.Errorf("Compact: %v", err)
+	}
+}
+
+func TestFailedSyncIsPermanentUntilReopen(t *testing.T) {
+	fsys := newMemFS()
+	s := mustOpen(t, fsys, "/d", Options{})
+	if err := s.Save(raft.HardState{Term: 1}, testEntries(1, 5, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	fsys.failAt = fsys.ops + 2 // the sync of the next Save
+	if err := s.Save(raft.HardState{Term: 1}, testEntries(6, 6, 1, 10)); err == nil {
+		t.Fatal("Save with a failing fsync returned nil")
+	}
+	fsys.crashed, fsys.failAt = false, 0 // the disk works again...
+	if err := s.Save(raft.HardState{Term: 1}, testEntries(6, 6, 1, 10)); err == nil || !strings.Contains(err.Error(), "reopen") {
+		t.Fatalf("Save after a failed fsync: %v, want the sticky failure", err)
+	}
+	s.Close()
+	s = mustOpen(t, fsys, "/d", Options{}) // ...and reopening recovers
+	defer s.Close()
+	st, _ := s.Load()
+	if last := st.Entries[len(st.Entries)-1].Index; last < 5 {
+		t.Fatalf("acknowledged entries lost: last index %d", last)
+	}
+}
+
+func TestTornTailOnDiskIsCut(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := testEntries(1, 10, 1, 50)
+	if err := s.Save(raft.HardState{Term: 1, Commit: 3}, want); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	seg := filepath.Join(dir, segName(1))
+	good, _ := os.ReadFile(seg)
+	// Half of a further record, as a crash mid-write leaves it.
+	rec := appendEntry(nil, testEntries(11, 11, 1, 50)[0], true)
+	if err := os.WriteFile(seg, append(bytes.Clone(good), rec[:len(rec)/2]...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("open with a torn tail: %v", err)
+	}
+	defer s.Close()
+	st, _ := s.Load()
+	if !statesEqual(st, raft.State{HardState: raft.HardState{Term: 1, Commit: 3}, Entries: want}) {
+		t.Fatalf("after cutting the torn tail: %s", describe(st))
+	}
+	if now, _ := os.ReadFile(seg); !bytes.Equal(now, good) {
+		t.Fatalf("segment is %d bytes after recovery, want the %d bytes of whole records", len(now), len(good))
+	}
+}
+
+func TestDamageBeforeTheTailIsAnErrorNamingFileAndOffset(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(0); i < 3; i++ {
+		if err := s.Save(raft.HardState{Term: 1}, testEntries(i*10+1, i*10+10, 1, 50)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	seg := filepath.Join(dir, segName(1))
+	data, _ := os.ReadFile(seg)
+	off := len(data) / 3
+	data[off] ^= 0x10
+	os.WriteFile(seg, data, 0o644)
+	_, err = Open(dir, Options{})
+	var ce *CorruptError
+	if !errors.As(err, &ce) {
+		t.Fatalf("open: %v, want a *CorruptError", err)
+	}
+	if ce.File != seg || ce.Offset > int64(off) || ce.Offset < int64(off)-100 {
+		t.Fatalf("error names %s offset %d; want %s near offset %d", ce.File, ce.Offset, seg, off)
+	}
+	if !strings.Contains(err.Error(), seg) || !strings.Contains(err.Error(), "offset") {
+		t.Fatalf("error text %q does not name file and offset", err)
+	}
+}
+
+func TestMissingSegmentIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentSize: 1 << 10}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(0); i < 10; i++ {
+		if err := s.Save(raft.HardState{Term: 1}, testEntries(i*10+1, i*10+10, 1, 50)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	for _, victim := range []uint64{1, 2} { // the first, then a middle one
+		if err := os.Remove(filepath.Join(dir, segName(victim))); err != nil {
+			t.Fatal(err)
+		}
+		_, err = Open(dir, opts)
+		var ce *CorruptError
+		if !errors.As(err, &ce) {
+			t.Fatalf("open without segment %d: %v, want a *CorruptError", victim, err)
+		}
+		t.Logf("without segment %d: %v", victim, err)
+	}
+}
+
+func TestSnapshotReaderRefusesDamagedFile(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("snapshot"), 1000)
+	if err := s.SaveSnapshot(raft.SnapshotMeta{Index: 5, Term: 1}, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	name := filepath.Join(dir, snapName(5, 1))
+	raw, _ := os.ReadFile(name)
+	raw[4000] ^= 1
+	os.WriteFile(name, raw, 0o644)
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, rc, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	_, err = io.ReadAll(rc)
+	var ce *CorruptError
+	if !errors.As(err, &ce) || ce.File != name {
+		t.Fatalf("reading a damaged snapshot: %v, want a *CorruptError naming %s", err, name)
+	}
+}
+
+func TestInterruptedSnapshotLeavesNoFiles(t *testing.T) {
+	fsys := newMemFS()
+	s := mustOpen(t, fsys, "/d", Options{})
+	if err := s.Save(raft.HardState{Term: 1}, testEntries(1, 5, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	r := io.MultiReader(strings.NewReader("partial"), errReader{})
+	if err := s.SaveSnapshot(raft.SnapshotMeta{Index: 3, Term: 1}, r); err == nil {
+		t.Fatal("SaveSnapshot with a failing reader returned nil")
+	}
+	for _, f := range fsys.files() {
+		if strings.Contains(f, "snap") {
+			t.Errorf("a failed SaveSnapshot left %s behind", f)
+		}
+	}
+	if _, _, err := s.Snapshot(); !errors.Is(err, raft.ErrNoSnapshot) {
+		t.Errorf("Snapshot after a failed SaveSnapshot: %v", err)
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("injected read error") }

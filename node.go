@@ -51,6 +51,9 @@ type Node struct {
 	final     Status
 	confIndex uint64
 
+	// durableTerm is the term of the last hard state written to Storage.
+	durableTerm uint64
+
 	propBatch []*proposal
 	cmdBatch  [][]byte
 	earlyMsgs []Message // scratch for sendBeforeSave; loop only
@@ -115,6 +118,7 @@ func NewNode(cfg Config, sm StateMachine, st Storage, tr Transport) (*Node, erro
 			return nil, err
 		}
 	}
+	n.durableTerm = state.HardState.Term
 	n.app = newApplier(n, sm, state.Snapshot.Index)
 	n.obs = Observation{ID: n.id, Role: core.Role(), Term: core.Term(), Leader: core.Leader()}
 	n.confIndex = core.confs.latest().index
@@ -211,11 +215,14 @@ func (n *Node) processReady() bool {
 			}
 		}
 		if rd.MustSync {
-			rd.Messages = n.sendBeforeSave(rd.Messages)
+			if rd.HardState.Term == n.durableTerm {
+				rd.Messages = n.sendBeforeSave(rd.Messages)
+			}
 			if err := n.st.Save(rd.HardState, rd.Entries); err != nil {
 				n.setFatal(fmt.Errorf("raft: persisting log: %w", err))
 				return false
 			}
+			n.durableTerm = rd.HardState.Term
 		}
 		n.send(rd.Messages)
 		if rd.Snapshot != nil || len(rd.CommittedEntries) > 0 || len(rd.ReadStates) > 0 {
@@ -231,8 +238,9 @@ func (n *Node) processReady() bool {
 // AppendEntries and heartbeats may leave while its own write of the same
 // entries is in flight (dissertation section 10.2.1), so the two overlap:
 // the Core counts the leader toward a commit only once Advance reports its
-// entries durable, and the term they carry was made durable before the
-// vote requests that won it were sent. Everything else (votes,
+// entries durable. Only messages of a term already durable go early (a
+// single voter wins its election within one Ready, and must not announce a
+// term it could forget in a crash). Everything else (votes,
 // acknowledgements of entries) waits for the write.
 func (n *Node) sendBeforeSave(msgs []Message) []Message {
 	early := n.earlyMsgs[:0]

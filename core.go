@@ -113,6 +113,8 @@ type Core struct {
 	// randomizedTimeout is in [ElectionTicks, 2*ElectionTicks).
 	randomizedTimeout int
 
+	// campaignCtx is the Context of this campaign's vote requests.
+	campaignCtx uint64
 	// leadTransferee is the target of a leadership transfer in progress.
 	leadTransferee NodeID
 	// pendingConfIndex is the index of the latest config entry the leader
@@ -412,7 +414,7 @@ func (c *Core) Advance(rd Ready) {
 			pr := c.prs[c.id]
 			if pr != nil && pr.maybeUpdate(c.log.stable) {
 				if c.maybeCommit() {
-					c.bcastAppend()
+					c.bcastEntries()
 				}
 			}
 		}

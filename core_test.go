@@ -641,7 +641,17 @@ func TestCoreRestartKeepsHardStateAndLog(t *testing.T) {
 	s := newSimNet(t, 3, 21, nil)
 	lead := s.mustElect()
 	s.propose(lead, "a", "b", "c")
-	s.tick()
+	// Followers learn the commit index with the next heartbeat.
+	if _, ok := s.tickUntil(20, func() bool {
+		for _, id := range s.ids {
+			if s.cores[id].log.committed != s.cores[lead].log.committed {
+				return false
+			}
+		}
+		return true
+	}); !ok {
+		t.Fatal("followers never learned the commit index")
+	}
 	type snap struct {
 		term uint64
 		vote NodeID

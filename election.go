@@ -17,6 +17,11 @@ const (
 func (c *Core) tickElection() {
 	c.ticks++
 	c.electionElapsed++
+	if (c.role == Candidate || c.role == PreCandidate) && c.electionElapsed%c.cfg.HeartbeatTicks == 0 {
+		// Ask again whoever has not answered: under heavy message loss
+		// one round of requests rarely reaches a majority.
+		c.requestVotes(true)
+	}
 	if c.electionElapsed >= c.randomizedTimeout && c.promotable() {
 		c.electionElapsed = 0
 		if c.cfg.PreVote {
@@ -45,14 +50,10 @@ func (c *Core) campaign(kind campaignKind) {
 	if !c.promotable() {
 		return
 	}
-	var term uint64
-	var typ MessageType
 	if kind == campaignPreElection {
 		c.becomePreCandidate()
-		term, typ = c.term+1, MsgPreVote
 	} else {
 		c.becomeCandidate()
-		term, typ = c.term, MsgVote
 	}
 	c.votes[c.id] = true
 	if countVotes(c.config().Voters(), c.votes) == VoteWon {
@@ -60,17 +61,27 @@ func (c *Core) campaign(kind campaignKind) {
 		c.electionWon()
 		return
 	}
-	var ctx uint64
+	c.campaignCtx = 0
 	if kind == campaignTransfer {
-		ctx = contextTransfer
+		c.campaignCtx = contextTransfer
+	}
+	c.requestVotes(false)
+	c.logger.Debug("campaigning", "kind", kind, "term", c.term)
+}
+
+// requestVotes sends this campaign's vote requests to every other voter, or
+// with onlyMissing to those that have not answered yet.
+func (c *Core) requestVotes(onlyMissing bool) {
+	typ, term := MsgVote, c.term
+	if c.role == PreCandidate {
+		typ, term = MsgPreVote, c.term+1
 	}
 	for _, id := range c.config().Voters() {
-		if id == c.id {
+		if _, answered := c.votes[id]; id == c.id || (onlyMissing && answered) {
 			continue
 		}
-		c.send(Message{To: id, Type: typ, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: ctx})
+		c.send(Message{To: id, Type: typ, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: c.campaignCtx})
 	}
-	c.logger.Debug("campaigning", "kind", kind, "term", term)
 }
 
 func (c *Core) becomePreCandidate() {

@@ -133,7 +133,13 @@ func (c *Core) answerRead(p pendingRead, index uint64) {
 		c.readStates = append(c.readStates, ReadState{Index: index, Context: p.ctx})
 		return
 	}
-	c.send(Message{To: p.from, Type: MsgReadIndexResp, Index: index, Context: p.ctx, Reject: index == 0})
+	// Tell the follower what it may commit now, so it can reach the read
+	// index without waiting for the next heartbeat.
+	var commit uint64
+	if pr := c.prs[p.from]; pr != nil {
+		commit = min(pr.match, c.log.committed)
+	}
+	c.send(Message{To: p.from, Type: MsgReadIndexResp, Index: index, Commit: commit, Context: p.ctx, Reject: index == 0})
 }
 
 // failReads answers every pending read with a failure; called when the

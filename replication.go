@@ -124,7 +124,7 @@ func (c *Core) handleAppResp(m Message, pr *progress) {
 			pr.inflight.freeTo(acked)
 		}
 		if c.maybeCommit() {
-			c.bcastAppend()
+			c.bcastEntries()
 		} else if wasPaused || pr.state == StateReplicate {
 			c.sendAppendLoop(m.From)
 		}
@@ -217,7 +217,25 @@ func (c *Core) sendAppendLoop(id NodeID) {
 	if !c.maybeSendAppend(id, true) {
 		return
 	}
-	for c.prs[id] != nil && c.prs[id].state == StateReplicate && c.maybeSendAppend(id, false) {
+	c.sendEntriesLoop(id)
+}
+
+// sendEntriesLoop sends id every new entry flow control allows, and no
+// empty append.
+func (c *Core) sendEntriesLoop(id NodeID) {
+	for c.prs[id] != nil && c.maybeSendAppend(id, false) && c.prs[id].state == StateReplicate {
+	}
+}
+
+// bcastEntries sends every follower its new entries, if any. A commit
+// alone is not broadcast: followers learn it from the next append or
+// heartbeat, which halves the messages per proposal; the leader applies,
+// and answers clients, without waiting for that.
+func (c *Core) bcastEntries() {
+	for id := range c.prs {
+		if id != c.id {
+			c.sendEntriesLoop(id)
+		}
 	}
 }
 
@@ -294,6 +312,7 @@ func (c *Core) stepFollower(m Message) {
 		// Reads are forwarded one hop only.
 		c.send(Message{To: m.From, Type: MsgReadIndexResp, Reject: true, Context: m.Context})
 	case MsgReadIndexResp:
+		c.log.commitTo(m.Commit)
 		index := m.Index
 		if m.Reject {
 			index = 0

@@ -1,0 +1,368 @@
+package tcptransport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/raftgo/raft"
+)
+
+// writeChunk is the most bytes handed to one conn.Write, so the write
+// deadline measures progress, not the size of a large batch.
+const writeChunk = 1 << 20
+
+// peer is the outgoing side of the connection to one member: a bounded
+// queue filled by Send and drained by the peer's own goroutine, which owns
+// the connection.
+type peer struct {
+	t      *Transport
+	id     raft.NodeID
+	stat   *peerStat
+	ctx    context.Context // cancelled by stop; aborts a dial in progress
+	cancel context.CancelFunc
+	notify chan struct{} // 1-buffered: the queue may have grown
+
+	mu         sync.Mutex
+	addr       string
+	queue      []raft.Message
+	queueBytes int
+	conn       net.Conn // the raw connection being set up or in use, nil if none
+	up         bool     // conn passed its handshake
+	stopped    bool
+}
+
+func newPeer(t *Transport, id raft.NodeID, addr string, stat *peerStat) *peer {
+	if stat == nil {
+		stat = new(peerStat)
+	}
+	p := &peer{t: t, id: id, addr: addr, stat: stat, notify: make(chan struct{}, 1)}
+	p.ctx, p.cancel = context.WithCancel(t.ctx)
+	return p
+}
+
+// approxSize estimates the encoded size of m for the queue's byte bound.
+func approxSize(m *raft.Message) int {
+	n := frameHeaderLen + 64 + len(m.SnapshotData) + 24*len(m.Snapshot.Config.Servers)
+	for i := range m.Entries {
+		n += 24 + len(m.Entries[i].Data)
+	}
+	return n
+}
+
+// enqueue adds m to the queue, or drops it if the queue is full or the
+// peer stopped. It never blocks on the network.
+func (p *peer) enqueue(m raft.Message) {
+	size := approxSize(&m)
+	cfg := &p.t.cfg
+	p.mu.Lock()
+	if p.stopped || len(p.queue) >= cfg.QueueSize || (len(p.queue) > 0 && p.queueBytes+size > cfg.QueueBytes) {
+		p.mu.Unlock()
+		p.drop(1)
+		return
+	}
+	p.queue = append(p.queue, m)
+	p.queueBytes += size
+	p.mu.Unlock()
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take moves the queued messages into buf and empties the queue.
+func (p *peer) take(buf []raft.Message) []raft.Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	buf = append(buf, p.queue...)
+	clear(p.queue)
+	p.queue, p.queueBytes = p.queue[:0], 0
+	return buf
+}
+
+func (p *peer) drop(n int) {
+	p.stat.dropped.Add(uint64(n))
+	p.t.stats.dropped.Add(uint64(n))
+}
+
+func (p *peer) getAddr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addr
+}
+
+// setAddr changes the peer's address; a connection to the old address is
+// closed so the next message goes to the new one.
+func (p *peer) setAddr(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if addr == p.addr {
+		return
+	}
+	p.addr = addr
+	if p.conn != nil {
+		p.conn.Close()
+	}
+}
+
+// stop makes the peer's goroutine exit, closing its connection and
+// dropping what is queued.
+func (p *peer) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	p.stopped = true
+	p.cancel()
+	if p.conn != nil {
+		p.conn.Close()
+	}
+}
+
+// setConn records the connection being set up, so stop and setAddr can
+// interrupt it. It returns false if the peer stopped meanwhile.
+func (p *peer) setConn(c net.Conn, up bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped && c != nil {
+		return false
+	}
+	p.conn, p.up = c, up && c != nil
+	return true
+}
+
+// run is the peer's goroutine: it waits for queued messages, connects when
+// needed and writes them in batches.
+func (p *peer) run() {
+	defer p.t.wg.Done()
+	var (
+		conn     net.Conn // nil while disconnected
+		buf      []byte
+		batch    []raft.Message
+		failures int
+		dialed   bool // a connection was established before
+	)
+	keepEvery := p.t.cfg.IdleTimeout / 3
+	keepalive := time.NewTimer(keepEvery)
+	defer func() {
+		keepalive.Stop()
+		if conn != nil {
+			conn.Close()
+		}
+		p.setConn(nil, false)
+		p.drop(len(p.take(batch[:0])))
+	}()
+	disconnect := func(err error) {
+		conn.Close()
+		conn = nil
+		p.setConn(nil, false)
+		if p.ctx.Err() == nil {
+			p.t.log.Warn("connection to peer lost", "peer", uint64(p.id), "err", err)
+		}
+	}
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.notify:
+		case <-keepalive.C:
+			if conn != nil {
+				var ping [frameHeaderLen]byte
+				if err := p.write(conn, ping[:]); err != nil {
+					disconnect(err)
+				}
+			}
+			keepalive.Reset(keepEvery)
+			continue
+		}
+		batch = p.take(batch[:0])
+		if len(batch) == 0 {
+			continue
+		}
+		if conn == nil {
+			c, err := p.connect()
+			if err != nil {
+				p.drop(len(batch))
+				clear(batch)
+				p.stat.dialFailures.Add(1)
+				p.t.stats.dialFailures.Add(1)
+				failures++
+				if p.ctx.Err() != nil {
+					return
+				}
+				if failures == 1 {
+					p.t.log.Warn("cannot connect to peer; retrying with backoff", "peer", uint64(p.id), "addr", p.getAddr(), "err", err)
+				} else {
+					p.t.log.Debug("cannot connect to peer", "peer", uint64(p.id), "addr", p.getAddr(), "failures", failures, "err", err)
+				}
+				if !p.sleep(p.backoff(failures)) {
+					return
+				}
+				continue
+			}
+			conn = c
+			failures = 0
+			if dialed {
+				p.stat.reconnects.Add(1)
+				p.t.stats.reconnects.Add(1)
+			}
+			dialed = true
+			p.t.log.Info("connected to peer", "peer", uint64(p.id), "addr", p.getAddr())
+		}
+		var err error
+		buf, err = p.writeBatch(conn, batch, buf)
+		clear(batch)
+		if cap(buf) > 4*p.t.cfg.MaxBatchBytes {
+			buf = nil // do not keep a huge snapshot's buffer around
+		}
+		if err != nil {
+			disconnect(err)
+		}
+		keepalive.Reset(keepEvery)
+	}
+}
+
+// backoff returns the wait after the given number of consecutive failures:
+// exponential from MinBackoff, capped at MaxBackoff, drawn from [d/2, d).
+func (p *peer) backoff(failures int) time.Duration {
+	d := p.t.cfg.MinBackoff
+	for i := 1; i < failures && d < p.t.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, p.t.cfg.MaxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits for d or until the peer stops; it returns false if stopped.
+func (p *peer) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+// errRefused wraps a handshake the listener refused.
+var errRefused = errors.New("peer refused the handshake")
+
+// connect dials the peer, runs the TLS handshake if configured and the
+// hello exchange, all within DialTimeout.
+func (p *peer) connect() (net.Conn, error) {
+	cfg := &p.t.cfg
+	addr := p.getAddr()
+	if addr == "" {
+		return nil, errors.New("peer has no address in the configuration")
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if !p.setConn(raw, false) {
+		raw.Close()
+		return nil, context.Canceled
+	}
+	fail := func(err error) (net.Conn, error) {
+		raw.Close()
+		p.setConn(nil, false)
+		return nil, err
+	}
+	deadline, _ := ctx.Deadline()
+	raw.SetDeadline(deadline)
+	conn := raw
+	if cfg.TLS != nil {
+		tc := tls.Client(raw, cfg.clientTLS(p.id))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fail(fmt.Errorf("TLS handshake: %w", err))
+		}
+		conn = tc
+	}
+	h := appendHello(nil, hello{version: protocolVersion, from: cfg.ID, to: p.id, cluster: cfg.ClusterID})
+	if _, err := conn.Write(h); err != nil {
+		return fail(fmt.Errorf("sending hello: %w", err))
+	}
+	var status [1]byte
+	if _, err := io.ReadFull(conn, status[:]); err != nil {
+		return fail(fmt.Errorf("reading handshake answer: %w", err))
+	}
+	if status[0] != statusOK {
+		return fail(fmt.Errorf("%w: %s", errRefused, statusText(status[0])))
+	}
+	raw.SetDeadline(time.Time{})
+	if !p.setConn(raw, true) {
+		return fail(context.Canceled)
+	}
+	return conn, nil
+}
+
+// writeBatch encodes batch into frames and writes them, up to MaxBatchBytes
+// per write. Messages too large for a frame are dropped and logged. On a
+// write error the unwritten messages are dropped.
+func (p *peer) writeBatch(conn net.Conn, batch []raft.Message, buf []byte) ([]byte, error) {
+	cfg := &p.t.cfg
+	inBuf := 0
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		err := p.write(conn, buf)
+		if err != nil {
+			p.drop(inBuf)
+		} else {
+			p.stat.sent.Add(uint64(inBuf))
+			p.t.stats.sent.Add(uint64(inBuf))
+		}
+		buf, inBuf = buf[:0], 0
+		return err
+	}
+	for i := range batch {
+		var err error
+		buf, err = appendFrame(buf, &batch[i], cfg.MaxFrameSize)
+		if err != nil {
+			p.drop(1)
+			var tl *FrameTooLargeError
+			if errors.As(err, &tl) {
+				p.t.stats.tooLarge.Add(1)
+			}
+			p.t.log.Error("dropping message", "peer", uint64(p.id), "err", err)
+			continue
+		}
+		inBuf++
+		if len(buf) >= cfg.MaxBatchBytes {
+			if err := flush(); err != nil {
+				p.drop(len(batch) - i - 1)
+				return buf, err
+			}
+		}
+	}
+	return buf, flush()
+}
+
+// write writes b in chunks, each of which must make progress within
+// WriteTimeout.
+func (p *peer) write(conn net.Conn, b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), writeChunk)
+		conn.SetWriteDeadline(time.Now().Add(p.t.cfg.WriteTimeout))
+		k, err := conn.Write(b[:n])
+		p.stat.bytesSent.Add(uint64(k))
+		p.t.stats.bytesSent.Add(uint64(k))
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}

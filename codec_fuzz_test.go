@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bytes"
+	"errors"
 	"reflect"
 	"runtime/metrics"
 	"testing"
@@ -111,6 +112,9 @@ func FuzzMessageUnmarshal(f *testing.F) {
 			t.Fatalf("decoding %d bytes allocated %d bytes", len(data), alloc)
 		}
 		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("decode error %v does not wrap ErrCorrupt", err)
+			}
 			if !reflect.DeepEqual(m, sentinel) {
 				t.Fatalf("failed decode (%v) modified the target: %+v", err, m)
 			}

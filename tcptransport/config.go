@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 
@@ -20,6 +21,17 @@ type Config struct {
 	// another cluster ID are refused, so two clusters sharing hosts cannot
 	// talk to each other by mistake.
 	ClusterID string
+
+	// AdvertiseAddr is the address ("host:port") at which peers can dial
+	// this node. It is sent in the hello of every connection this node
+	// dials, so that a node that does not know this one yet (one started
+	// with an empty configuration, waiting to be added) can answer it.
+	// Default: the listener's address, unless the listener is bound to an
+	// unspecified IP (0.0.0.0 or ::, as with ":7001"), which peers cannot
+	// dial; then nothing is advertised and such a node must set
+	// AdvertiseAddr for nodes joining the cluster to reach it. It should
+	// be the address the cluster configuration holds for this node.
+	AdvertiseAddr string
 
 	// TLS, when set, turns on mutual TLS: every connection is encrypted,
 	// both ends present a certificate signed by a CA in RootCAs (ClientCAs
@@ -99,6 +111,11 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.ClusterID) == 0 || len(c.ClusterID) > maxClusterIDLen {
 		bad("ClusterID must be 1 to %d bytes, got %d", maxClusterIDLen, len(c.ClusterID))
 	}
+	if c.AdvertiseAddr != "" {
+		if err := checkAdvertiseAddr(c.AdvertiseAddr); err != nil {
+			bad("AdvertiseAddr: %v", err)
+		}
+	}
 	if c.PeerName == nil {
 		c.PeerName = NodeName
 	}
@@ -149,6 +166,19 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// defaultAdvertiseAddr is the address to advertise for a listener at la
+// when Config.AdvertiseAddr is empty: la itself if peers can dial it, else
+// "" (advertise nothing).
+func defaultAdvertiseAddr(la net.Addr) string {
+	if la == nil || la.Network() != "tcp" {
+		return ""
+	}
+	if s := la.String(); checkAdvertiseAddr(s) == nil {
+		return s
+	}
+	return ""
 }
 
 // serverTLS is the TLS configuration for accepted connections.

@@ -25,11 +25,18 @@ import (
 // check it: hello, one status byte back, then frames of
 // length(4) crc32c(4) payload.
 func helloBytes(from, to raft.NodeID, cluster string) []byte {
-	b := []byte{'R', 'F', 'T', 'T', 1, 0}
+	return helloBytesAddr(from, to, cluster, "")
+}
+
+// helloBytesAddr is a version 2 hello advertising addr.
+func helloBytesAddr(from, to raft.NodeID, cluster, addr string) []byte {
+	b := []byte{'R', 'F', 'T', 'T', 2, 0}
 	b = binary.BigEndian.AppendUint64(b, uint64(from))
 	b = binary.BigEndian.AppendUint64(b, uint64(to))
 	b = append(b, byte(len(cluster)))
-	return append(b, cluster...)
+	b = append(b, cluster...)
+	b = append(b, byte(len(addr)))
+	return append(b, addr...)
 }
 
 func frameBytes(payload []byte) []byte {
@@ -148,6 +155,39 @@ var attacks = []attack{
 		h := helloBytes(3, 1, clusterID)
 		h[4] = 7
 		c.Write(h)
+	}, false},
+	{"old-version", "unsupported protocol version 1 (want 2)", func(t testing.TB, c net.Conn) {
+		h := helloBytes(3, 1, clusterID)
+		h[4] = 1
+		c.Write(h[:len(h)-1]) // version 1 had no address field
+		// The listener reads a version 1 hello whole and answers why it
+		// refuses, so an old node logs a clear reason.
+		var st [1]byte
+		if _, err := io.ReadFull(c, st[:]); err != nil || st[0] != 1 {
+			t.Errorf("version 1 hello answered status %d, err %v; want 1 (unsupported version)", st[0], err)
+		}
+	}, false},
+	{"unknown-flags", "unknown flags 0x80", func(t testing.TB, c net.Conn) {
+		h := helloBytes(3, 1, clusterID)
+		h[5] = 0x80
+		c.Write(h)
+	}, false},
+	{"truncated-addr", "closed mid-handshake", func(t testing.TB, c net.Conn) {
+		h := helloBytesAddr(3, 1, clusterID, "127.0.0.1:7003")
+		c.Write(h[:len(h)-4])
+		c.(*net.TCPConn).CloseWrite()
+	}, false},
+	{"addr-without-port", "bad advertised address", func(t testing.TB, c net.Conn) {
+		c.Write(helloBytesAddr(3, 1, clusterID, "127.0.0.1"))
+	}, false},
+	{"addr-port-zero", "want 1 to 65535", func(t testing.TB, c net.Conn) {
+		c.Write(helloBytesAddr(3, 1, clusterID, "127.0.0.1:0"))
+	}, false},
+	{"addr-unspecified", "names no particular host", func(t testing.TB, c net.Conn) {
+		c.Write(helloBytesAddr(3, 1, clusterID, "0.0.0.0:7003"))
+	}, false},
+	{"addr-control-bytes", "not printable ASCII", func(t testing.TB, c net.Conn) {
+		c.Write(helloBytesAddr(3, 1, clusterID, "evil\n:7003"))
 	}, false},
 	{"oversized-length", "exceeds MaxFrameSize", func(t testing.TB, c net.Conn) {
 		handshake(t, c, 3)

@@ -108,7 +108,8 @@ func (t *Transport) reject(ic *inConn, from raft.NodeID, reason string) {
 // ends.
 func (t *Transport) serve(ic *inConn) {
 	defer t.wg.Done()
-	from, conn, status, reason := t.handshake(ic)
+	h, conn, status, reason := t.handshake(ic)
+	from := h.from
 	t.pending.Add(-1)
 	if reason != "" {
 		if status != statusOK {
@@ -121,14 +122,22 @@ func (t *Transport) serve(ic *inConn) {
 		}
 		return
 	}
-	t.stats.accepted.Add(1)
 	t.mu.Lock()
+	if len(t.members) > 0 && !t.members[from] {
+		// SetPeers removed the sender during the handshake.
+		t.mu.Unlock()
+		t.finish(ic, raft.None)
+		t.reject(ic, from, fmt.Sprintf("node %d is not a member", from))
+		return
+	}
 	if old := t.bySrc[from]; old != nil {
 		old.closeWithReason("replaced by a newer connection from the same peer")
 	}
 	t.bySrc[from] = ic
+	t.learnAddrLocked(from, h.addr)
 	deliver := t.deliver
 	t.mu.Unlock()
+	t.stats.accepted.Add(1)
 	t.log.Debug("accepted connection", "peer", uint64(from), "remote", ic.remote)
 
 	err := t.readLoop(ic, conn, from, deliver)
@@ -156,10 +165,10 @@ func (t *Transport) finish(ic *inConn, from raft.NodeID) {
 }
 
 // handshake authenticates an accepted connection within HandshakeTimeout.
-// On success it returns the sender and the (possibly TLS) connection to
-// read from; otherwise a reason, and a status to send back if the peer
+// On success it returns the sender's hello and the (possibly TLS)
+// connection to read from; otherwise a reason, and a status to send back if the peer
 // spoke the protocol far enough to deserve one.
-func (t *Transport) handshake(ic *inConn) (from raft.NodeID, conn net.Conn, status byte, reason string) {
+func (t *Transport) handshake(ic *inConn) (h hello, conn net.Conn, status byte, reason string) {
 	cfg := &t.cfg
 	deadline := time.Now().Add(cfg.HandshakeTimeout)
 	ic.raw.SetDeadline(deadline)
@@ -171,39 +180,41 @@ func (t *Transport) handshake(ic *inConn) (from raft.NodeID, conn net.Conn, stat
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			return raft.None, conn, statusOK, "TLS handshake failed: " + describeReadErr(err, "handshake timeout")
+			return hello{}, conn, statusOK, "TLS handshake failed: " + describeReadErr(err, "handshake timeout")
 		}
 		conn = tc
 	}
 	h, err := readHello(conn)
 	if err != nil {
-		return raft.None, conn, statusOK, "bad hello: " + describeReadErr(err, "handshake timeout (peer too slow or silent)")
+		return hello{}, conn, statusOK, "bad hello: " + describeReadErr(err, "handshake timeout (peer too slow or silent)")
 	}
 	switch {
 	case h.version != protocolVersion:
-		return h.from, conn, statusBadVersion, fmt.Sprintf("unsupported protocol version %d (want %d)", h.version, protocolVersion)
+		return h, conn, statusBadVersion, fmt.Sprintf("unsupported protocol version %d (want %d)", h.version, protocolVersion)
 	case h.cluster != cfg.ClusterID:
-		return h.from, conn, statusWrongCluster, fmt.Sprintf("wrong cluster ID %q", h.cluster)
+		return h, conn, statusWrongCluster, fmt.Sprintf("wrong cluster ID %q", h.cluster)
 	case h.to != cfg.ID:
-		return h.from, conn, statusWrongReceiver, fmt.Sprintf("hello addressed to node %d, this is node %d", h.to, cfg.ID)
+		return h, conn, statusWrongReceiver, fmt.Sprintf("hello addressed to node %d, this is node %d", h.to, cfg.ID)
 	case h.from == raft.None || h.from == cfg.ID || !t.isMember(h.from):
-		return h.from, conn, statusNotMember, fmt.Sprintf("node %d is not a member", h.from)
+		return h, conn, statusNotMember, fmt.Sprintf("node %d is not a member", h.from)
+	case h.addr != "" && checkAdvertiseAddr(h.addr) != nil:
+		return h, conn, statusBadAddr, "bad advertised address: " + checkAdvertiseAddr(h.addr).Error()
 	}
 	if tc != nil {
 		certs := tc.ConnectionState().PeerCertificates
 		name := cfg.PeerName(h.from)
 		if len(certs) == 0 {
-			return h.from, conn, statusCertMismatch, "no client certificate"
+			return h, conn, statusCertMismatch, "no client certificate"
 		}
 		if err := certs[0].VerifyHostname(name); err != nil {
-			return h.from, conn, statusCertMismatch, fmt.Sprintf("certificate does not name %q (claimed node %d): %v", name, h.from, err)
+			return h, conn, statusCertMismatch, fmt.Sprintf("certificate does not name %q (claimed node %d): %v", name, h.from, err)
 		}
 	}
 	if _, err := conn.Write([]byte{statusOK}); err != nil {
-		return h.from, conn, statusOK, "writing handshake answer: " + err.Error()
+		return h, conn, statusOK, "writing handshake answer: " + err.Error()
 	}
 	ic.raw.SetDeadline(time.Time{})
-	return h.from, conn, statusOK, ""
+	return h, conn, statusOK, ""
 }
 
 // describeReadErr names timeouts and early closes plainly.

@@ -3,6 +3,7 @@ package tcptransport
 import (
 	"bytes"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,18 +90,99 @@ func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
 }
 
 func TestHelloRoundTrip(t *testing.T) {
-	h := hello{version: protocolVersion, from: 7, to: 1<<64 - 1, cluster: "prod-eu"}
-	got, err := readHello(bytes.NewReader(appendHello(nil, h)))
-	if err != nil || got != h {
-		t.Fatalf("got %+v, %v; want %+v", got, err, h)
-	}
-	for name, b := range map[string][]byte{
-		"bad magic":     append([]byte("HTTP"), make([]byte, 30)...),
-		"empty cluster": appendHello(nil, hello{version: 1, from: 1, to: 2})[:helloFixedLen],
-		"truncated":     appendHello(nil, h)[:helloFixedLen+3],
+	for _, h := range []hello{
+		{version: protocolVersion, from: 7, to: 1<<64 - 1, cluster: "prod-eu", addr: "10.0.0.7:7001"},
+		{version: protocolVersion, from: 1, to: 2, cluster: "c"}, // no address advertised
+		{version: protocolVersion, from: 1, to: 2, cluster: strings.Repeat("c", maxClusterIDLen), addr: strings.Repeat("h", maxAddrLen-5) + ":7001"},
 	} {
-		if _, err := readHello(bytes.NewReader(b)); err == nil {
-			t.Errorf("%s: accepted", name)
+		b := appendHello(nil, h)
+		if len(b) > maxHelloLen {
+			t.Errorf("hello of %d bytes, more than maxHelloLen %d", len(b), maxHelloLen)
+		}
+		// readHello reads the hello and not a byte more.
+		r := bytes.NewReader(append(b, "frames"...))
+		got, err := readHello(r)
+		if err != nil || got != h {
+			t.Fatalf("got %+v, %v; want %+v", got, err, h)
+		}
+		if r.Len() != len("frames") {
+			t.Errorf("readHello left %d bytes after the hello, want %d", r.Len(), len("frames"))
+		}
+	}
+}
+
+func TestHelloRejectsBadFraming(t *testing.T) {
+	h := hello{version: protocolVersion, from: 1, to: 2, cluster: "prod", addr: "127.0.0.1:7001"}
+	good := appendHello(nil, h)
+	flagged := appendHello(nil, hello{version: protocolVersion, flags: 1, from: 1, to: 2, cluster: "prod"})
+	for _, tt := range []struct {
+		name, want string
+		b          []byte
+	}{
+		{"bad magic", "bad magic", append([]byte("HTTP"), make([]byte, 30)...)},
+		{"empty cluster", "empty cluster ID", appendHello(nil, hello{version: protocolVersion, from: 1, to: 2})},
+		{"truncated fixed part", "EOF", good[:helloFixedLen-1]},
+		{"truncated cluster", "EOF", good[:helloFixedLen+2]},
+		{"no address length", "EOF", good[:helloFixedLen+len("prod")]},
+		{"truncated address", "EOF", good[:len(good)-1]},
+		{"unknown flags", "unknown flags 0x1", flagged},
+	} {
+		if _, err := readHello(bytes.NewReader(tt.b)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error %v, want one saying %q", tt.name, err, tt.want)
+		}
+	}
+	// Another version is returned after its cluster ID, for the handshake
+	// to refuse with a status; its remaining bytes are not interpreted.
+	old := appendHello(nil, hello{version: 1, from: 1, to: 2, cluster: "prod"})
+	old = old[:len(old)-1] // version 1 had no address field
+	got, err := readHello(bytes.NewReader(old))
+	if err != nil || got.version != 1 || got.cluster != "prod" || got.from != 1 {
+		t.Errorf("version 1 hello read as %+v, %v", got, err)
+	}
+}
+
+func TestCheckAdvertiseAddr(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:7001", "[::1]:7001", "node-1.raft.internal:65535", "[fe80::1%eth0]:1"} {
+		if err := checkAdvertiseAddr(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, tt := range []struct{ addr, want string }{
+		{"", "not host:port"},
+		{"127.0.0.1", "not host:port"},
+		{":7001", "no host"},
+		{"0.0.0.0:7001", "names no particular host"},
+		{"[::]:7001", "names no particular host"},
+		{"127.0.0.1:0", "want 1 to 65535"},
+		{"127.0.0.1:65536", "want 1 to 65535"},
+		{"127.0.0.1:http", "want 1 to 65535"},
+		{"127.0.0.1:-1", "want 1 to 65535"},
+		{"a b:1", "not printable ASCII"},
+		{"a\x00:1", "not printable ASCII"},
+		{"h\xc3\xa9:1", "not printable ASCII"},
+		{strings.Repeat("h", 251) + ":7001", "more than 255"},
+	} {
+		if err := checkAdvertiseAddr(tt.addr); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: error %v, want one saying %q", tt.addr, err, tt.want)
+		}
+	}
+}
+
+func TestDefaultAdvertiseAddr(t *testing.T) {
+	for _, tt := range []struct {
+		la   net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7001}, "127.0.0.1:7001"},
+		{&net.TCPAddr{IP: net.IPv6loopback, Port: 7001}, "[::1]:7001"},
+		{&net.TCPAddr{IP: net.IPv4zero, Port: 7001}, ""},        // 0.0.0.0:7001
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 7001}, ""}, // [::]:7001
+		{&net.TCPAddr{Port: 7001}, ""},                          // :7001
+		{&net.UnixAddr{Name: "/tmp/raft.sock", Net: "unix"}, ""},
+		{nil, ""},
+	} {
+		if got := defaultAdvertiseAddr(tt.la); got != tt.want {
+			t.Errorf("defaultAdvertiseAddr(%v) = %q, want %q", tt.la, got, tt.want)
 		}
 	}
 }

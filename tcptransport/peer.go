@@ -31,6 +31,7 @@ type peer struct {
 
 	mu         sync.Mutex
 	addr       string
+	learned    bool // addr came from the peer's hello, not the configuration
 	queue      []raft.Message
 	queueBytes int
 	conn       net.Conn // the raw connection being set up or in use, nil if none
@@ -97,11 +98,9 @@ func (p *peer) getAddr() string {
 	return p.addr
 }
 
-// setAddr changes the peer's address; a connection to the old address is
-// closed so the next message goes to the new one.
-func (p *peer) setAddr(addr string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// setAddrLocked changes the peer's address; a connection to the old address is
+// closed so the next message goes to the new one. p.mu must be held.
+func (p *peer) setAddrLocked(addr string) {
 	if addr == p.addr {
 		return
 	}
@@ -109,6 +108,38 @@ func (p *peer) setAddr(addr string) {
 	if p.conn != nil {
 		p.conn.Close()
 	}
+}
+
+// configure sets the address the configuration gives the peer. An empty
+// one keeps an address learned from the peer's hello; any other replaces
+// it, and later hellos no longer change it.
+func (p *peer) configure(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if addr == "" && p.learned {
+		return
+	}
+	p.setAddrLocked(addr)
+	p.learned = false
+}
+
+// learn records addr, advertised by the peer in its hello, unless the
+// configuration gave the peer an address. It reports whether it did.
+func (p *peer) learn(addr string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.learned && p.addr != "" {
+		return false
+	}
+	p.setAddrLocked(addr)
+	p.learned = true
+	return true
+}
+
+func (p *peer) isLearned() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.learned
 }
 
 // stop makes the peer's goroutine exit, closing its connection and
@@ -126,7 +157,7 @@ func (p *peer) stop() {
 	}
 }
 
-// setConn records the connection being set up, so stop and setAddr can
+// setConn records the connection being set up, so stop and an address change can
 // interrupt it. It returns false if the peer stopped meanwhile.
 func (p *peer) setConn(c net.Conn, up bool) bool {
 	p.mu.Lock()
@@ -261,7 +292,7 @@ func (p *peer) connect() (net.Conn, error) {
 	cfg := &p.t.cfg
 	addr := p.getAddr()
 	if addr == "" {
-		return nil, errors.New("peer has no address in the configuration")
+		return nil, errors.New("peer has no address: none in the configuration, none advertised")
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, cfg.DialTimeout)
 	defer cancel()
@@ -289,7 +320,7 @@ func (p *peer) connect() (net.Conn, error) {
 		}
 		conn = tc
 	}
-	h := appendHello(nil, hello{version: protocolVersion, from: cfg.ID, to: p.id, cluster: cfg.ClusterID})
+	h := appendHello(nil, hello{version: protocolVersion, from: cfg.ID, to: p.id, cluster: cfg.ClusterID, addr: cfg.AdvertiseAddr})
 	if _, err := conn.Write(h); err != nil {
 		return fail(fmt.Errorf("sending hello: %w", err))
 	}

@@ -37,14 +37,21 @@ type Stats struct {
 	// InboundConnections is the number of incoming connections open now,
 	// in handshake or authenticated.
 	InboundConnections int
-	// Peers has one entry per current member other than this node.
+	// Peers has one entry per current member other than this node, and,
+	// while the configuration is empty, one per node whose advertised
+	// address was recorded (see Transport.SetPeers).
 	Peers map[raft.NodeID]PeerStats
 }
 
 // PeerStats are the counters of the connection to one peer.
 type PeerStats struct {
-	// Addr is the peer's address from the configuration.
+	// Addr is the address this node dials the peer at: from the
+	// configuration, or the one the peer advertised in its hello (see
+	// AddrLearned).
 	Addr string
+	// AddrLearned reports that Addr was advertised by the peer rather
+	// than given by the configuration (see Transport.SetPeers).
+	AddrLearned bool
 	// Connected reports whether a connection to the peer has passed its
 	// handshake and is in use.
 	Connected bool
@@ -93,7 +100,7 @@ func (t *Transport) Stats() Stats {
 	s.InboundConnections = len(t.inbound)
 	for id, p := range t.peers {
 		p.mu.Lock()
-		ps := PeerStats{Addr: p.addr, Connected: p.up, Queued: len(p.queue)}
+		ps := PeerStats{Addr: p.addr, AddrLearned: p.learned, Connected: p.up, Queued: len(p.queue)}
 		p.mu.Unlock()
 		ps.MessagesSent = p.stat.sent.Load()
 		ps.MessagesDropped = p.stat.dropped.Load()

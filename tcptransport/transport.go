@@ -17,8 +17,12 @@
 //	node, err := raft.NewNode(cfg, sm, storage, tr) // cfg.Peers carry each node's Addr
 //
 // Peer addresses come from raft.Server.Addr in the configuration the node
-// passes to SetPeers. See docs/transport.md for the wire format, TLS set-up
-// and tuning.
+// passes to SetPeers. A node started with an empty configuration, to be
+// added to a running cluster, needs no address: every dialer advertises
+// its own (Config.AdvertiseAddr) in its hello, and until the configuration
+// reaches the new node through the log it answers each sender at the
+// address that sender advertised. See docs/transport.md for the wire
+// format, joining, TLS set-up and tuning.
 package tcptransport
 
 import (
@@ -103,6 +107,13 @@ func newTransport(ln net.Listener, cfg Config) *Transport {
 	if cfg.TLS != nil {
 		t.serverTLS = cfg.serverTLS()
 	}
+	if t.cfg.AdvertiseAddr == "" && ln != nil {
+		t.cfg.AdvertiseAddr = defaultAdvertiseAddr(ln.Addr())
+		if t.cfg.AdvertiseAddr == "" {
+			t.log.Info("no address to advertise: the listener's address cannot be dialed by peers; set Config.AdvertiseAddr so that joining nodes can answer this one",
+				"listen", ln.Addr().String())
+		}
+	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t
 }
@@ -152,7 +163,10 @@ func (t *Transport) Send(msgs []raft.Message) {
 // on first use, and a changed address takes effect on the next connection.
 // While the member list is empty (a node waiting to be added to a
 // cluster), any sender with the right cluster ID (and certificate) is
-// accepted; otherwise only members are.
+// accepted, and the address it advertises in its hello is recorded so that
+// this node can answer it; otherwise only members are accepted. An address
+// given here always wins over an advertised one; a member given here with
+// an empty address keeps the address it advertised.
 func (t *Transport) SetPeers(servers []raft.Server) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -166,17 +180,15 @@ func (t *Transport) SetPeers(servers []raft.Server) {
 			continue
 		}
 		if p := t.peers[s.ID]; p != nil {
-			p.setAddr(s.Addr)
+			p.configure(s.Addr)
 			continue
 		}
-		p := newPeer(t, s.ID, s.Addr, t.removed[s.ID])
-		delete(t.removed, s.ID)
-		t.peers[s.ID] = p
-		t.wg.Add(1)
-		go p.run()
+		t.addPeerLocked(s.ID, s.Addr, false)
 	}
 	for id, p := range t.peers {
-		if !members[id] {
+		// With no configuration yet, peers learned from hellos stay:
+		// they are how this node answers the cluster that contacts it.
+		if !members[id] && (len(members) > 0 || !p.isLearned()) {
 			p.stop()
 			t.removed[id] = p.stat
 			delete(t.peers, id)
@@ -190,6 +202,52 @@ func (t *Transport) SetPeers(servers []raft.Server) {
 			}
 		}
 	}
+}
+
+// addPeerLocked creates the outgoing side for node id and starts its
+// goroutine. t.mu must be held for writing and t not closed.
+func (t *Transport) addPeerLocked(id raft.NodeID, addr string, learned bool) {
+	p := newPeer(t, id, addr, t.removed[id])
+	p.learned = learned
+	delete(t.removed, id)
+	t.peers[id] = p
+	t.wg.Add(1)
+	go p.run()
+}
+
+// maxLearnedPeers bounds the peers created from hellos while the
+// configuration is empty. A node waiting to be added hears from its
+// cluster's leader (and from the next leader if leadership changes before
+// the configuration reaches it), so the bound is never reached in
+// practice; it stops a peer that knows the cluster ID (without TLS) from
+// making this node start a goroutine per node ID it claims.
+const maxLearnedPeers = 16
+
+// learnAddrLocked records addr, advertised in the hello of an
+// authenticated connection from node from, as the address at which to
+// reach from, if the configuration does not give one: always while the
+// configuration is empty (creating the peer), and for a member whose
+// configured address is empty. t.mu must be held for writing.
+func (t *Transport) learnAddrLocked(from raft.NodeID, addr string) {
+	if addr == "" || t.closed {
+		return
+	}
+	if p := t.peers[from]; p != nil {
+		if p.learn(addr) {
+			t.log.Debug("using the address the peer advertised", "peer", uint64(from), "addr", addr)
+		}
+		return
+	}
+	if len(t.members) > 0 {
+		return // a member without a peer is this node itself
+	}
+	if len(t.peers) >= maxLearnedPeers {
+		t.log.Warn("not recording an advertised address: too many peers learned before the configuration arrived",
+			"peer", uint64(from), "addr", addr, "max", maxLearnedPeers)
+		return
+	}
+	t.addPeerLocked(from, addr, true)
+	t.log.Info("answering a peer at the address it advertised (no configuration yet)", "peer", uint64(from), "addr", addr)
 }
 
 // isMember reports whether an incoming connection from id may be accepted.

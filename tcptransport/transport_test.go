@@ -47,7 +47,11 @@ func newHungPeer(t *testing.T) *hungPeer {
 			if _, err := io.ReadFull(c, fixed[:]); err != nil {
 				continue
 			}
-			if _, err := io.ReadFull(c, make([]byte, fixed[22])); err != nil {
+			rest := make([]byte, int(fixed[22])+1) // cluster ID, address length
+			if _, err := io.ReadFull(c, rest); err != nil {
+				continue
+			}
+			if _, err := io.ReadFull(c, make([]byte, rest[len(rest)-1])); err != nil {
 				continue
 			}
 			c.Write([]byte{0})
@@ -192,6 +196,8 @@ func TestConfigValidation(t *testing.T) {
 		{"negative timeout", tcptransport.Config{ID: 1, ClusterID: "c", ReadTimeout: -time.Second}, "ReadTimeout must be positive"},
 		{"backoff order", tcptransport.Config{ID: 1, ClusterID: "c", MinBackoff: time.Second, MaxBackoff: time.Millisecond}, "MaxBackoff (1ms) must not be less than MinBackoff (1s)"},
 		{"huge frame", tcptransport.Config{ID: 1, ClusterID: "c", MaxFrameSize: 1 << 31}, "MaxFrameSize must fit in 31 bits"},
+		{"advertise no port", tcptransport.Config{ID: 1, ClusterID: "c", AdvertiseAddr: "10.0.0.1"}, "AdvertiseAddr: address \"10.0.0.1\" is not host:port"},
+		{"advertise unspecified", tcptransport.Config{ID: 1, ClusterID: "c", AdvertiseAddr: "0.0.0.0:7001"}, "AdvertiseAddr: address \"0.0.0.0:7001\" names no particular host"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,4 @@
+package tcptransport
+
+// MaxLearnedPeers exposes maxLearnedPeers to the external tests.
+const MaxLearnedPeers = maxLearnedPeers

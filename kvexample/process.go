@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/raftgo/raft"
@@ -51,43 +49,12 @@ func splitAddr(addr string) (raftAddr, httpAddr string) {
 
 // splitAddrTransport is a tcptransport.Transport that is given
 // "RAFTADDR|HTTPADDR" configuration addresses and dials only RAFTADDR.
-//
-// It also bridges a gap in joining: a node started empty has no
-// configuration, so the transport knows no address to answer the leader
-// at. While the node's configuration is empty the transport is given the
-// members learned from the node it joins through (setHint), until the
-// configuration arrives through the log.
 type splitAddrTransport struct {
 	*tcptransport.Transport
-
-	mu   sync.Mutex
-	last []raft.Server // the node's latest configuration
-	hint []raft.Server // members learned outside the log
 }
 
-// SetPeers passes the members on with their raft addresses only, or the
-// hinted members while the node's configuration is empty.
-func (t *splitAddrTransport) SetPeers(servers []raft.Server) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.last = slices.Clone(servers)
-	t.apply()
-}
-
-// setHint gives the transport the cluster's members, used only while the
-// node's own configuration is empty.
-func (t *splitAddrTransport) setHint(servers []raft.Server) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.hint = slices.Clone(servers)
-	t.apply()
-}
-
-func (t *splitAddrTransport) apply() {
-	servers := t.last
-	if len(servers) == 0 {
-		servers = t.hint
-	}
+// SetPeers passes the members on with their raft addresses only.
+func (t splitAddrTransport) SetPeers(servers []raft.Server) {
 	out := make([]raft.Server, len(servers))
 	for i, s := range servers {
 		s.Addr, _ = splitAddr(s.Addr)
@@ -317,7 +284,7 @@ func runProcess(ctx context.Context, o options, out, errOut io.Writer) error {
 		cfg.TrailingEntries = min(cfg.TrailingEntries, o.snapshotEvery/2)
 	}
 	store := kvstore.New(0)
-	str := &splitAddrTransport{Transport: tr}
+	str := splitAddrTransport{Transport: tr}
 	node, err := raft.NewNode(cfg, store, st, str)
 	if err != nil {
 		tr.Close()
@@ -373,7 +340,7 @@ func runProcess(ctx context.Context, o options, out, errOut io.Writer) error {
 	joinErr := make(chan error, 1)
 	if o.join != "" {
 		go func() {
-			err := joinCluster(ctx, o.join, id, self, str, out)
+			err := joinCluster(ctx, o.join, id, self, out)
 			if err != nil {
 				joinErr <- err
 				return
@@ -423,40 +390,18 @@ func reportChanges(ctx context.Context, node *raft.Node, out io.Writer) {
 }
 
 // joinCluster asks the cluster behind the HTTP address through to add this
-// node. It first reads the members (GET /members) and gives their
-// addresses to tr, so this node can answer the leader before the
-// configuration reaches it through the log. Then it asks to be added as a
-// learner, which receives the log without counting toward commits, and
+// node: first as a learner, which receives the log without counting toward commits, and
 // then as a voter, which the leader grants once the learner has caught up.
 // Both requests are idempotent, so a node restarted with -join finishes an
 // interrupted join, and a node that is already a voter is left as it is.
 // It retries on 503, 504 and connection errors until ctx ends.
-func joinCluster(ctx context.Context, through string, id raft.NodeID, addr string, tr *splitAddrTransport, out io.Writer) error {
+func joinCluster(ctx context.Context, through string, id raft.NodeID, addr string, out io.Writer) error {
 	base := through
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
 	base = strings.TrimSuffix(base, "/")
 	j := joiner{ctx: ctx, client: &http.Client{Timeout: 30 * time.Second}, id: id, through: through, out: out}
-
-	var list struct {
-		Members []struct {
-			ID   uint64 `json:"id"`
-			Addr string `json:"addr"`
-		} `json:"members"`
-	}
-	body, err := j.call(http.MethodGet, base+"/members", "", "reading the members")
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(body, &list); err != nil || len(list.Members) == 0 {
-		return fmt.Errorf("-join %s: GET /members answered %q, not a member list", through, body)
-	}
-	hint := make([]raft.Server, 0, len(list.Members))
-	for _, m := range list.Members {
-		hint = append(hint, raft.Server{ID: raft.NodeID(m.ID), Addr: m.Addr})
-	}
-	tr.setHint(hint)
 
 	for _, voter := range []bool{false, true} {
 		what := "learner"

@@ -139,8 +139,11 @@ func (l *raftLog) truncateFrom(i uint64) {
 	if i <= l.offset || i > l.lastIndex() {
 		return
 	}
-	clear(l.entries[i-l.offset-1:])
-	l.entries = l.entries[:i-l.offset-1]
+	// Messages and Readys already handed out share this backing array
+	// (and may still be in flight or being written): never write over
+	// it. Capping the capacity makes the next append copy to a new array.
+	n := i - l.offset - 1
+	l.entries = l.entries[:n:n]
 	l.unstable = min(l.unstable, i)
 	l.stable = min(l.stable, i-1)
 }

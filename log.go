@@ -202,7 +202,8 @@ func (l *raftLog) unstableEntries() []Entry {
 	if l.unstable > l.lastIndex() {
 		return nil
 	}
-	return l.entries[l.unstable-l.offset-1:]
+	ents := l.entries[l.unstable-l.offset-1:]
+	return ents[:len(ents):len(ents)] // a Storage appending to it must copy
 }
 
 // nextCommitted returns committed entries not yet handed out to apply,

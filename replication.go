@@ -202,13 +202,20 @@ func (c *Core) mostCaughtUpVoter() NodeID {
 	return best
 }
 
-// bcastAppend sends every follower what it is missing.
-func (c *Core) bcastAppend() {
-	for id := range c.prs {
-		if id != c.id {
-			c.sendAppendLoop(id)
+// forEachFollower calls fn for every other member with progress, in
+// configuration order (never map order: a seeded run must produce its
+// messages in the same order every time).
+func (c *Core) forEachFollower(fn func(id NodeID, pr *progress)) {
+	for _, s := range c.config().Servers {
+		if pr := c.prs[s.ID]; s.ID != c.id && pr != nil {
+			fn(s.ID, pr)
 		}
 	}
+}
+
+// bcastAppend sends every follower what it is missing.
+func (c *Core) bcastAppend() {
+	c.forEachFollower(func(id NodeID, _ *progress) { c.sendAppendLoop(id) })
 }
 
 // sendAppendLoop sends as many appends to id as flow control allows; at
@@ -232,11 +239,7 @@ func (c *Core) sendEntriesLoop(id NodeID) {
 // heartbeat, which halves the messages per proposal; the leader applies,
 // and answers clients, without waiting for that.
 func (c *Core) bcastEntries() {
-	for id := range c.prs {
-		if id != c.id {
-			c.sendEntriesLoop(id)
-		}
-	}
+	c.forEachFollower(func(id NodeID, _ *progress) { c.sendEntriesLoop(id) })
 }
 
 // sendAppend sends one append (or a snapshot) to id if flow control allows.
@@ -284,12 +287,9 @@ func (c *Core) sendSnapshot(id NodeID, pr *progress) bool {
 func (c *Core) bcastHeartbeat() {
 	c.reads.seq++
 	c.reads.sentAt[c.reads.seq%leaseRounds] = c.ticks
-	for id, pr := range c.prs {
-		if id == c.id {
-			continue
-		}
+	c.forEachFollower(func(id NodeID, pr *progress) {
 		c.send(Message{To: id, Type: MsgHeartbeat, Commit: min(pr.match, c.log.committed), Context: c.reads.seq})
-	}
+	})
 }
 
 // stepFollower handles messages for followers.

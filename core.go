@@ -63,8 +63,14 @@ var (
 // applied up to ReadState.Index, a read started with that context is
 // linearizable.
 type Ready struct {
-	HardState        HardState
-	MustSync         bool // HardState or Entries changed and must be written
+	HardState HardState
+	// MustSync is set when the term, vote, Entries or Snapshot changed:
+	// the driver must make HardState and Entries durable before sending
+	// Messages. A change of the commit index alone does not set it: the
+	// commit index is written with the next durable batch (it is only a
+	// restart hint; safety never depends on it), which saves an fsync per
+	// commit round.
+	MustSync         bool
 	Entries          []Entry
 	Snapshot         *SnapshotMeta
 	SnapshotData     []byte
@@ -379,11 +385,10 @@ func (c *Core) Ready() Ready {
 		CommittedEntries: c.log.nextCommitted(c.cfg.MaxApplyBatchBytes),
 		ReadStates:       c.readStates,
 	}
-	if hs := c.hardState(); hs != c.prevHS {
-		rd.HardState, rd.MustSync = hs, true
-		c.prevHS = hs
-	} else {
-		rd.HardState = hs
+	rd.HardState = c.hardState()
+	if rd.HardState != c.prevHS {
+		rd.MustSync = rd.HardState.Term != c.prevHS.Term || rd.HardState.Vote != c.prevHS.Vote
+		c.prevHS = rd.HardState
 	}
 	if len(rd.Entries) > 0 {
 		rd.MustSync = true

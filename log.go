@@ -243,7 +243,9 @@ func (l *raftLog) compact(i uint64) error {
 	}
 	t, _ := l.term(i)
 	n := i - l.offset
-	rest := make([]Entry, len(l.entries)-int(n))
+	// Keep the capacity: the log grows back to this size before the next
+	// compaction, and regrowing it by doubling costs more than it saves.
+	rest := make([]Entry, len(l.entries)-int(n), len(l.entries))
 	copy(rest, l.entries[n:])
 	l.entries = rest
 	l.offset, l.offsetTerm = i, t

@@ -11,8 +11,9 @@ import (
 
 // HardState is the part of a node's state that must be durable before the
 // node sends any message that depends on it (Raft paper, Figure 2:
-// currentTerm and votedFor; commit is kept too so a restart re-applies no
-// less than it had).
+// currentTerm and votedFor). Commit is stored too, as a hint that lets a
+// restarted node apply what it knows was committed before hearing from a
+// leader; it is written with the next durable batch and may lag.
 type HardState struct {
 	Term   uint64
 	Vote   NodeID
@@ -208,6 +209,6 @@ func (s *MemoryStorage) Compact(index uint64) error {
 	n := index - s.compIdx
 	s.compTerm = s.ents[n-1].Term
 	s.compIdx = index
-	s.ents = slices.Clone(s.ents[n:])
+	s.ents = append(make([]Entry, 0, len(s.ents)), s.ents[n:]...) // keep the capacity
 	return nil
 }

@@ -7,6 +7,12 @@ import (
 	"sort"
 )
 
+var chartTitles = map[string]string{
+	"mem":     "In-memory storage and transport",
+	"durable": "Durable storage (fsync), in-memory transport",
+	"tcp":     "In-memory storage, loopback TCP",
+}
+
 var chartColors = map[string]string{
 	"raftgo":    "#1f77b4",
 	"hashicorp": "#d62728",
@@ -100,7 +106,7 @@ func (rep *report) chart() []byte {
 			return x0 + (math.Log2(float64(c))-lo)/(hi-lo)*(x1-x0)
 		}
 		ly := func(v float64) float64 { return y0 - v/ytop*(y0-y1) }
-		fmt.Fprintf(&b, "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\" font-weight=\"bold\">%s, %s commands</text>\n", (x0+x1)/2, oy+22, variantTitles[p.v.Name], sizeName(p.size))
+		fmt.Fprintf(&b, "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\" font-weight=\"bold\">%s, %s commands</text>\n", (x0+x1)/2, oy+22, chartTitles[p.v.Name], sizeName(p.size))
 		for i := 0; i <= 5; i++ {
 			v := ytop * float64(i) / 5
 			y := ly(v)

@@ -740,7 +740,7 @@ func TestCorePreVoteKeepsLeaderTermOnRejoin(t *testing.T) {
 				if tc.writes {
 					s.propose(lead, "during-partition")
 				}
-				for range 10 * 10 {
+				for range 100 * 10 { // 100 election timeouts
 					s.tick()
 				}
 				if tc.preVote && s.cores[iso].Term() != term {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -54,35 +56,99 @@ func voters(n *Node) []NodeID { return n.Status().Config.Voters() }
 func TestGrowAndShrinkClusterWhileWriting(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	c.waitLeader(5 * time.Second)
-	var want []string
-	write := func() {
-		cmd := fmt.Sprintf("w%d", len(want))
-		c.mustPropose(cmd)
-		want = append(want, cmd)
+	// A client writes continuously while the membership changes; every
+	// write it saw acknowledged must survive on every final member.
+	var mu sync.Mutex
+	var acked []string
+	live := []*Node{c.nodes[1]} // the writer's view of the members; guarded by mu
+	setLive := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		live = live[:0]
+		for _, nd := range c.nodes {
+			live = append(live, nd)
+		}
 	}
-	write()
+	leader := func() *Node {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, nd := range live {
+			if nd.Leader() == nd.ID() {
+				return nd
+			}
+		}
+		return nil
+	}
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			lead := leader()
+			if lead == nil {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			cmd := fmt.Sprintf("w%d", i)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := lead.Propose(ctx, []byte(cmd))
+			cancel()
+			if err == nil {
+				mu.Lock()
+				acked = append(acked, cmd)
+				mu.Unlock()
+			}
+		}
+	}()
 	for id := NodeID(2); id <= 5; id++ {
 		c.startJoiner(id)
+		setLive()
 		c.changeOnLeader(t, func(n *Node) error { return n.AddVoter(ctxTimeout(t, 5*time.Second), id, "") })
-		write()
 		lead := c.waitLeader(5 * time.Second)
 		if got := len(voters(c.nodes[lead])); got != int(id) {
 			t.Fatalf("after adding %d: %d voters, want %d", id, got, id)
 		}
 	}
-	c.waitApplied(want, 10*time.Second)
 	// Shrink to 3, removing the leader first.
 	for len(c.nodes) > 3 {
 		lead := c.waitLeader(5 * time.Second)
 		c.changeOnLeader(t, func(n *Node) error { return n.RemoveServer(ctxTimeout(t, 5*time.Second), lead) })
+		mu.Lock()
+		live = slices.DeleteFunc(live, func(nd *Node) bool { return nd.ID() == lead })
+		mu.Unlock()
 		c.stop(lead)
-		write()
+		lead = c.waitLeader(5 * time.Second)
+		if got := len(voters(c.nodes[lead])); got != len(c.nodes) {
+			t.Fatalf("after removing a node: %d voters, want %d", got, len(c.nodes))
+		}
 	}
+	c.mustPropose("last")
+	close(stop)
+	<-writerDone
 	lead := c.waitLeader(5 * time.Second)
-	if got := len(voters(c.nodes[lead])); got != 3 {
-		t.Fatalf("after shrinking: %d voters, want 3", got)
+	got := c.waitSameState(t, lead, 10*time.Second)
+	have := make(map[string]bool, len(got))
+	for _, cmd := range got {
+		if have[cmd] {
+			t.Fatalf("command %s applied twice", cmd)
+		}
+		have[cmd] = true
 	}
-	c.waitApplied(want, 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(acked) < 10 {
+		t.Fatalf("only %d writes acknowledged during the changes", len(acked))
+	}
+	for _, cmd := range acked {
+		if !have[cmd] {
+			t.Fatalf("acknowledged write %s lost", cmd)
+		}
+	}
 }
 
 func TestConfChangeWhilePendingIsRefused(t *testing.T) {

@@ -368,3 +368,37 @@ func TestInMemoryLogStaysBounded(t *testing.T) {
 	}
 	t.Logf("%d entries applied, snapshot every %d; peak in-memory log %d entries; peak heap in use %d MiB", total, every, peakLog, peakHeap>>20)
 }
+
+func TestSnapshotOnDemandCompactsTheLog(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.SnapshotThreshold = 0; cfg.TrailingEntries = 5 })
+	c.waitLeader(5 * time.Second)
+	c.proposeMany(t, "d", 100)
+	lead := c.waitLeader(5 * time.Second)
+	nd := c.nodes[lead]
+	waitFor(t, 10*time.Second, "the leader to apply everything", func() bool { return len(c.sms[lead].commands()) == 100 })
+	if _, _, err := c.stores[lead].Snapshot(); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("a snapshot exists with automatic snapshots off: %v", err)
+	}
+	applied := nd.Status().Applied
+	if err := nd.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// It is written in the background; then the log is compacted, keeping
+	// the trailing entries.
+	waitFor(t, 10*time.Second, "the snapshot to be saved and the log compacted", func() bool {
+		s := nd.Status()
+		return s.Snapshot >= applied && s.FirstIndex == s.Snapshot-5+1
+	})
+	meta, rc, err := c.stores[lead].Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restored counterSM
+	if err := restored.Restore(rc); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	if got := len(restored.commands()); uint64(got) > meta.Index || got != 100 {
+		t.Fatalf("snapshot at index %d restores %d commands, want 100", meta.Index, got)
+	}
+}

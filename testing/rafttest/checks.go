@@ -3,6 +3,7 @@ package rafttest
 import (
 	"bytes"
 	"math"
+	"slices"
 
 	"github.com/raftgo/raft"
 )
@@ -44,6 +45,16 @@ func (c *cluster) appendMirror(n *simNode, e *raft.Entry) {
 		return
 	}
 	n.log.ents = append(n.log.ents, mirrorEntry{term: e.Term, chain: ch})
+	if e.Type == raft.EntryConfig {
+		if _, ok := c.chk.configs[id]; !ok {
+			conf, err := raft.DecodeConfiguration(e.Data)
+			if err != nil {
+				c.violate("membership", "n%d holds an undecodable configuration entry at index %d: %v", n.id, e.Index, err)
+				return
+			}
+			c.chk.configs[id] = conf
+		}
+	}
 }
 
 // recordCommit checks a move of n's commit index to commit and records
@@ -60,6 +71,12 @@ func (c *cluster) recordCommit(n *simNode, commit uint64) {
 	from := max(n.commit+1, n.log.offset)
 	n.commit = commit
 	k := c.chk
+	if l, ok := k.leaders[n.core.Term()]; ok && l == (leadership{n.id, n.incarnation}) {
+		c.checkCommitQuorum(n, commit)
+		if c.err != nil {
+			return
+		}
+	}
 	for i := from; i <= commit; i++ {
 		t, ch, _ := n.log.at(i)
 		if i <= k.commitMax() {
@@ -75,6 +92,13 @@ func (c *cluster) recordCommit(n *simNode, commit uint64) {
 			k.committed = append(k.committed, committedEntry{})
 		}
 		k.committed = append(k.committed, committedEntry{term: t, chain: ch})
+		if conf, ok := k.configs[entryID{i, t}]; ok {
+			c.noteRemovals(conf)
+			k.conf, k.confIndex = conf, i
+			if c.tracing {
+				c.tracef("configuration %v committed at %d", conf.Servers, i)
+			}
+		}
 		term := n.core.Term()
 		if s := len(k.segments); s > 0 && k.segments[s-1].commitTerm == term {
 			k.segments[s-1].last = i
@@ -108,6 +132,30 @@ func (c *cluster) checkNode(n *simNode) {
 		return
 	}
 	c.checkLeaderComplete(n)
+}
+
+// checkCommitQuorum checks that the entry leader n commits at index is
+// durable on a majority of the voters of n's configuration in force, the
+// latest in its log (Raft dissertation, section 4.1): followers
+// acknowledge only what they have persisted, and the leader counts itself
+// once its own write is durable. A leader that counted a learner, a
+// removed server or an old configuration's voters, or an acknowledgement
+// of an unpersisted entry, fails here.
+func (c *cluster) checkCommitQuorum(n *simNode, index uint64) {
+	t, _, ok := n.log.at(index)
+	if !ok || index == 0 {
+		return
+	}
+	voters := n.core.Config().Voters()
+	held := 0
+	for _, id := range voters {
+		if int(id) < len(c.nodes) && c.nodes[id].disk.holds(index, t) {
+			held++
+		}
+	}
+	if len(voters) > 0 && held < len(voters)/2+1 {
+		c.violate("commit quorum", "leader n%d of term %d commits (index %d, term %d), durable on only %d of its voters %v", n.id, n.core.Term(), index, t, held, voters)
+	}
 }
 
 // checkLeaderComplete checks that leader n holds every entry committed in
@@ -156,7 +204,9 @@ func (c *cluster) driveLiveness() {
 		}
 	}
 	for _, n := range c.nodes[1:] {
-		if !n.up || n.core.Role() != raft.Leader {
+		// The probe goes to a leader that is a voter of the committed
+		// configuration, not to one whose removal is pending.
+		if !n.up || n.core.Role() != raft.Leader || !c.chk.conf.IsVoter(n.id) {
 			continue
 		}
 		if n.id == lv.node && n.core.Term() == lv.term {
@@ -176,11 +226,12 @@ func (c *cluster) driveLiveness() {
 	}
 }
 
-// converged reports whether every node applied the same, highest commit
-// index with nothing left to write.
+// converged reports whether every member of the committed configuration
+// applied the same, highest commit index with nothing left to write.
+// Nodes outside it (removed, or fresh ones never added) are left out.
 func (c *cluster) converged() bool {
 	want := c.chk.commitMax()
-	for _, n := range c.nodes[1:] {
+	for _, n := range c.members() {
 		if !n.up || n.applied != want || len(n.pending) > 0 || n.core.HasReady() {
 			return false
 		}
@@ -193,11 +244,17 @@ func (c *cluster) converged() bool {
 	return true
 }
 
-// compareReplicas checks that every replica's state machine serializes to
-// the same snapshot bytes.
+// compareReplicas checks that every member's state machine serializes to
+// the same snapshot bytes, and that every member whose log ends at the
+// commit index has the committed configuration in force.
 func (c *cluster) compareReplicas() {
 	var first []byte
-	for _, n := range c.nodes[1:] {
+	var firstID raft.NodeID
+	for _, n := range c.members() {
+		if s := n.core.Status(); s.LastIndex == c.chk.commitMax() && !slices.Equal(s.Config.Servers, c.chk.conf.Servers) {
+			c.violate("membership", "n%d has configuration %v in force, but %v was committed last (at index %d)", n.id, s.Config.Servers, c.chk.conf.Servers, c.chk.confIndex)
+			return
+		}
 		snap, err := n.sm.Snapshot()
 		if err != nil {
 			c.violate("determinism", "n%d: state machine Snapshot failed: %v", n.id, err)
@@ -210,10 +267,10 @@ func (c *cluster) compareReplicas() {
 			c.violate("determinism", "n%d: writing a snapshot failed: %v", n.id, err)
 			return
 		}
-		if n.id == 1 {
-			first = buf.Bytes()
+		if firstID == raft.None {
+			first, firstID = buf.Bytes(), n.id
 		} else if !bytes.Equal(first, buf.Bytes()) {
-			c.violate("convergence", "after applying the same %d entries, n%d's state (snapshot bytes) differs from n1's", n.applied, n.id)
+			c.violate("convergence", "after applying the same %d entries, n%d's state (snapshot bytes) differs from n%d's", n.applied, n.id, firstID)
 			return
 		}
 	}

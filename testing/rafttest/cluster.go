@@ -25,6 +25,8 @@ type Result struct {
 	// ConvergeTicks is how many ticks after the heal it took until every
 	// replica had applied the same log.
 	ConvergeTicks int
+	// Configuration is the cluster configuration committed last.
+	Configuration raft.Configuration
 	Stats         Stats
 }
 
@@ -42,6 +44,10 @@ type Stats struct {
 	Proposals, Reads int
 	// MaxInFlight is the most messages that were in flight at once.
 	MaxInFlight int
+	// ConfChanges counts the membership changes of the schedule that
+	// committed; ConfDropped those given up (see FaultAddLearner).
+	// Retired counts removed nodes stopped.
+	ConfChanges, ConfDropped, Retired int
 }
 
 // Op is one client request in a run's history. Call and Return are logical
@@ -82,7 +88,10 @@ type cluster struct {
 	now     int64 // in sub-ticks
 	tick    int
 	net     *network
-	nodes   []*simNode // index = NodeID; [0] unused
+	// nodes holds the initial nodes and the fresh ones the schedule adds
+	// (index = NodeID; [0] unused); a fresh node starts when a membership
+	// change first names it.
+	nodes   []*simNode
 	peers   []raft.Server
 	chk     *checker
 	clients []*client
@@ -96,23 +105,34 @@ type cluster struct {
 	stats      Stats
 	healed     bool
 	live       liveness
+	// confQueue holds the membership faults not yet tried, in order;
+	// confReq is the one being carried out.
+	confQueue []Fault
+	confReq   *confRequest
 }
 
 type simNode struct {
-	id       raft.NodeID
-	up       bool
-	core     *raft.Core
-	sm       raft.StateMachine
-	st       *raft.MemoryStorage // what survives a crash
-	durable  raft.HardState      // the hard state in st
-	pending  []diskOp
-	lastDone int64
+	id raft.NodeID
+	up bool
+	// started is false for a fresh node not yet started; retired is set
+	// on a removed node stopped for good; removed once the committed
+	// configuration has dropped the node (its ID is never added again).
+	started, retired, removed bool
+	core                      *raft.Core
+	sm                        raft.StateMachine
+	st                        *raft.MemoryStorage // what survives a crash
+	durable                   raft.HardState      // the hard state in st
+	pending                   []diskOp
+	lastDone                  int64
 	// diskDelay is the longest time one write takes, in sub-ticks.
 	diskDelay int64
 	phase     int // sub-tick at which this node ticks
 	log       mirror
-	applied   uint64
-	commit    uint64
+	// disk holds the term of every entry in st (durable), for the commit
+	// quorum check.
+	disk    diskLog
+	applied uint64
+	commit  uint64
 	// incarnation counts the node's starts.
 	incarnation int
 	role        raft.Role
@@ -136,12 +156,26 @@ func newCluster(opts Options) (*cluster, error) {
 		chk:     newChecker(),
 	}
 	c.stats.Events = 0
-	c.net = newNetwork(rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64())), o.Nodes)
+	netRand := rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64()))
 	sched := o.Schedule
 	if sched == nil {
 		sched = GenerateSchedule(rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64())), o.Nodes, o.Ticks, o.Faults)
 	}
 	c.sched = sched.Faults
+	// Make room for every node the schedule names (fresh nodes start
+	// when a membership change first names them).
+	ids := o.Nodes
+	for _, f := range c.sched {
+		if f.Kind != FaultRemove && int(f.Node) <= MaxNodes {
+			ids = max(ids, int(f.Node))
+		}
+		for _, g := range f.Groups {
+			for _, id := range g {
+				ids = max(ids, min(int(id), MaxNodes))
+			}
+		}
+	}
+	c.net = newNetwork(netRand, ids)
 	if c.tracing {
 		c.tracef("run seed=%d nodes=%d ticks=%d prevote=%t checkquorum=%t inflight=%d maxsize=%d", o.Seed, o.Nodes, o.Ticks, o.PreVote, o.CheckQuorum, o.MaxInflightMsgs, o.MaxSizePerMsg)
 		c.tracef("schedule %v", sched)
@@ -149,14 +183,18 @@ func newCluster(opts Options) (*cluster, error) {
 	for i := 1; i <= o.Nodes; i++ {
 		c.peers = append(c.peers, raft.Server{ID: raft.NodeID(i)})
 	}
-	c.nodes = make([]*simNode, o.Nodes+1)
+	c.nodes = make([]*simNode, ids+1)
 	for i := 1; i <= o.Nodes; i++ {
-		c.nodes[i] = &simNode{id: raft.NodeID(i), st: raft.NewMemoryStorage(), phase: c.rng.IntN(SubTicks)}
+		c.nodes[i] = &simNode{id: raft.NodeID(i), started: true, st: raft.NewMemoryStorage(), phase: c.rng.IntN(SubTicks)}
 	}
+	for i := o.Nodes + 1; i <= ids; i++ {
+		c.nodes[i] = &simNode{id: raft.NodeID(i)}
+	}
+	c.chk.conf = raft.Configuration{Servers: slices.Clone(c.peers)}
 	for i := range o.Workload.Clients {
 		c.clients = append(c.clients, &client{id: i, nextAt: c.rng.Int64N(SubTicks * int64(o.Workload.ThinkTicks+1))})
 	}
-	for _, n := range c.nodes[1:] {
+	for _, n := range c.nodes[1 : o.Nodes+1] {
 		if err := c.start(n); err != nil {
 			return nil, err
 		}
@@ -168,7 +206,9 @@ func (c *cluster) config(id raft.NodeID) raft.Config {
 	o := &c.opts
 	cfg := raft.DefaultConfig()
 	cfg.ID = id
-	cfg.Peers = c.peers
+	if int(id) <= c.opts.Nodes {
+		cfg.Peers = c.peers
+	}
 	cfg.TickInterval = time.Millisecond
 	cfg.ElectionTicks, cfg.HeartbeatTicks = o.ElectionTicks, o.HeartbeatTicks
 	cfg.PreVote, cfg.CheckQuorum = o.PreVote, o.CheckQuorum
@@ -225,9 +265,11 @@ func (c *cluster) start(n *simNode) error {
 		offTerm = st.Snapshot.Term
 	}
 	n.log.reset(off, offTerm, c.chainOf(n, off, offTerm))
+	n.disk.reset(off, offTerm)
 	for i := range st.Entries {
-		if st.Entries[i].Index > off {
-			c.appendMirror(n, &st.Entries[i])
+		if e := &st.Entries[i]; e.Index > off {
+			c.appendMirror(n, e)
+			n.disk.append(e.Index, e.Term)
 		}
 	}
 	if c.tracing {
@@ -270,6 +312,7 @@ func (c *cluster) run() (*Result, error) {
 		}
 		if !c.healed {
 			c.recover()
+			c.reconfigure()
 		}
 		for sub := range SubTicks {
 			c.now = int64(c.tick)*SubTicks + int64(sub)
@@ -306,15 +349,22 @@ func (c *cluster) run() (*Result, error) {
 	return &Result{
 		Seed: o.Seed, Nodes: o.Nodes, History: c.history,
 		LivenessTicks: c.live.doneTick - healTick, ConvergeTicks: converged - healTick,
-		Stats: c.stats,
+		Configuration: c.chk.conf.Clone(), Stats: c.stats,
 	}, nil
 }
 
 // describe summarizes every node's state for failure messages.
 func (c *cluster) describe() string {
 	var b bytes.Buffer
+	fmt.Fprintf(&b, "committed configuration %v at %d; ", c.chk.conf.Servers, c.chk.confIndex)
 	for _, n := range c.nodes[1:] {
-		if !n.up {
+		switch {
+		case !n.started:
+			continue
+		case n.retired:
+			fmt.Fprintf(&b, "n%d retired; ", n.id)
+			continue
+		case !n.up:
 			fmt.Fprintf(&b, "n%d down; ", n.id)
 			continue
 		}

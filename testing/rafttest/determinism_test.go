@@ -10,7 +10,8 @@ import (
 // exactly.
 func TestSameSeedReplaysSameTrace(t *testing.T) {
 	var first []byte
-	for _, seed := range []uint64{3, 4} { // one churn profile, one mixed
+	// One churn profile, one mixed, one with membership changes.
+	for _, seed := range []uint64{3, 4, 51} {
 		var traces [2]bytes.Buffer
 		var results [2]*Result
 		for i := range traces {
@@ -35,11 +36,14 @@ func TestSameSeedReplaysSameTrace(t *testing.T) {
 			}
 			t.Fatalf("seed %d: traces differ in length: %d and %d events", seed, len(la), len(lb))
 		}
+		if seed == 51 && results[0].Stats.ConfChanges == 0 {
+			t.Fatalf("seed 51 made no membership change; pick a seed that does")
+		}
 		if len(results[0].History) != len(results[1].History) || results[0].Stats != results[1].Stats {
 			t.Fatalf("seed %d: same trace but different results: %+v vs %+v", seed, results[0].Stats, results[1].Stats)
 		}
 		if first != nil && bytes.Equal(first, a) {
-			t.Fatalf("seeds 3 and 4 produced the same trace: the seed is not used")
+			t.Fatalf("seed %d produced the same trace as the seed before: the seed is not used", seed)
 		}
 		first = a
 	}

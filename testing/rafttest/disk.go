@@ -91,9 +91,11 @@ func (c *cluster) persist(n *simNode, op *diskOp) {
 			c.violate("storage", "n%d: saving snapshot at %d: %v", n.id, op.meta.Index, err)
 			return
 		}
+		n.disk.saveSnapshot(op.meta.Index, op.meta.Term)
 		if err := n.st.Compact(op.compactTo); err != nil {
 			c.violate("storage", "n%d: compacting to %d: %v", n.id, op.compactTo, err)
 		}
+		n.disk.compact(op.compactTo)
 	case opReady:
 		rd := &op.rd
 		if rd.Snapshot != nil {
@@ -101,6 +103,7 @@ func (c *cluster) persist(n *simNode, op *diskOp) {
 				c.violate("storage", "n%d: saving received snapshot at %d: %v", n.id, rd.Snapshot.Index, err)
 				return
 			}
+			n.disk.saveSnapshot(rd.Snapshot.Index, rd.Snapshot.Term)
 		}
 		if !rd.MustSync {
 			return
@@ -119,6 +122,12 @@ func (c *cluster) persist(n *simNode, op *diskOp) {
 			return
 		}
 		n.durable = hs
+		if len(rd.Entries) > 0 {
+			n.disk.truncate(rd.Entries[0].Index - 1)
+			for i := range rd.Entries {
+				n.disk.append(rd.Entries[i].Index, rd.Entries[i].Term)
+			}
+		}
 	}
 }
 
@@ -193,4 +202,68 @@ func (c *cluster) snapshot(n *simNode) {
 	if c.tracing {
 		c.tracef("n%d snapshot index=%d term=%d", n.id, meta.Index, meta.Term)
 	}
+}
+
+// diskLog mirrors the terms of the entries in a node's storage: what
+// survives a crash.
+type diskLog struct {
+	offset, offsetTerm uint64
+	terms              []uint64 // terms[i] is the term of index offset+1+i
+}
+
+func (d *diskLog) last() uint64 { return d.offset + uint64(len(d.terms)) }
+
+// holds reports whether the storage holds entry (index, term), or a
+// snapshot that covers index.
+func (d *diskLog) holds(index, term uint64) bool {
+	switch {
+	case index <= d.offset:
+		return true
+	case index > d.last():
+		return false
+	}
+	return d.terms[index-d.offset-1] == term
+}
+
+func (d *diskLog) term(index uint64) (uint64, bool) {
+	switch {
+	case index == d.offset:
+		return d.offsetTerm, true
+	case index < d.offset || index > d.last():
+		return 0, false
+	}
+	return d.terms[index-d.offset-1], true
+}
+
+func (d *diskLog) reset(offset, term uint64) {
+	d.offset, d.offsetTerm, d.terms = offset, term, d.terms[:0]
+}
+
+func (d *diskLog) truncate(last uint64) {
+	if last >= d.offset && last < d.last() {
+		d.terms = d.terms[:last-d.offset]
+	}
+}
+
+func (d *diskLog) append(index, term uint64) {
+	if index == d.last()+1 {
+		d.terms = append(d.terms, term)
+	}
+}
+
+// saveSnapshot mirrors MemoryStorage.SaveSnapshot: the log is kept if it
+// holds the snapshot's last entry, else replaced by the snapshot.
+func (d *diskLog) saveSnapshot(index, term uint64) {
+	if t, ok := d.term(index); !ok || t != term {
+		d.reset(index, term)
+	}
+}
+
+func (d *diskLog) compact(to uint64) {
+	if to <= d.offset || to > d.last() {
+		return
+	}
+	t, _ := d.term(to)
+	d.terms = append(d.terms[:0], d.terms[to-d.offset:]...)
+	d.offset, d.offsetTerm = to, t
 }

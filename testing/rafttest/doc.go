@@ -8,16 +8,21 @@
 // partitioned (symmetrically, one way, and in patterns that move over
 // time), and a simulated disk per node that models fsync: a Ready's writes
 // become durable only after a (possibly long) latency, its messages leave
-// only after that, and a crash loses every write not yet synced. No
-// goroutine and no clock is involved, so a seed replays the same run event
-// for event.
+// only after that, and a crash loses every write not yet synced. Schedules
+// may also change the membership through raft.Core.ProposeConfChange:
+// fresh nodes join as learners and are promoted, members are replaced,
+// followers and leaders are removed, and removed nodes keep running, stop,
+// or restart from their old storage. No goroutine and no clock is
+// involved, so a seed replays the same run event for event.
 //
 // After every event the simulator checks the Raft safety properties
 // (election safety, leader append-only, log matching, leader completeness,
-// state machine safety) and that a node's commit index never moves back.
-// When the faults heal it checks liveness (a leader is elected and a
-// proposal commits within a bound) and that every replica converges to the
-// same state.
+// state machine safety), that what a leader commits is durable on a
+// majority of the voters of its configuration in force, and that a node's
+// commit index never moves back. When the faults heal it checks liveness
+// (a leader among the committed configuration's voters is elected and a
+// proposal commits within a bound) and that every member converges to the
+// same state and configuration.
 //
 // # Usage
 //

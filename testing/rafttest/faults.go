@@ -8,6 +8,8 @@ type recovery struct {
 	tick    int
 	node    raft.NodeID
 	restart bool // restart a crashed node, else rejoin an isolated one
+	// unretire lets a retired node restart (from its old storage).
+	unretire bool
 }
 
 // inject applies one scheduled fault.
@@ -24,7 +26,7 @@ func (c *cluster) inject(f Fault) {
 		}
 		c.crash(n, f.Survive)
 	case FaultRestart:
-		if n := c.nodes[f.Node]; !n.up {
+		if n := c.nodes[f.Node]; !n.up && n.started && !n.retired {
 			c.restart(n)
 		}
 	case FaultPartition:
@@ -50,6 +52,8 @@ func (c *cluster) inject(f Fault) {
 			n.core.Campaign()
 			c.settle(n)
 		}
+	case FaultAddLearner, FaultAddVoter, FaultRemove:
+		c.confQueue = append(c.confQueue, f)
 	}
 }
 
@@ -81,7 +85,10 @@ func (c *cluster) recover() {
 			c.tracef("recover n%d", n.id)
 		}
 		if r.restart {
-			if !n.up {
+			if r.unretire {
+				n.retired = false
+			}
+			if !n.up && n.started && !n.retired {
 				c.restart(n)
 			}
 		} else {
@@ -97,6 +104,11 @@ func (c *cluster) crash(n *simNode, survive int) {
 		return
 	}
 	c.stats.Crashes++
+	c.stop(n, survive)
+}
+
+// stop stops n as crash does, without counting a crash.
+func (c *cluster) stop(n *simNode, survive int) {
 	for i := 0; i < survive && i < len(n.pending) && c.err == nil; i++ {
 		c.persist(n, &n.pending[i])
 	}
@@ -135,13 +147,27 @@ func (c *cluster) heal() {
 	c.healed = true
 	c.net.heal()
 	c.net.set(0, 0, 0, 1)
+	// Membership changes not done by now are given up (one already
+	// proposed may still commit); retired nodes due back restart.
+	c.stats.ConfDropped += len(c.confQueue)
+	if c.confReq != nil {
+		c.stats.ConfDropped++
+	}
+	c.confQueue, c.confReq = nil, nil
+	for _, r := range c.recoveries {
+		if r.unretire {
+			c.nodes[r.node].retired = false
+		}
+	}
+	c.recoveries = nil
+	c.retireRemoved()
 	for _, n := range c.nodes[1:] {
 		n.diskDelay = 0
 		for i := range n.pending {
 			n.pending[i].doneAt = min(n.pending[i].doneAt, c.now+1)
 		}
 		n.lastDone = min(n.lastDone, c.now+1)
-		if !n.up {
+		if !n.up && n.started && !n.retired {
 			c.restart(n)
 		}
 	}

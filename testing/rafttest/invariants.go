@@ -17,8 +17,9 @@ type Violation struct {
 	Tick int
 	// Check names the property: "election safety", "leader append-only",
 	// "log matching", "leader completeness", "state machine safety",
-	// "commit monotonicity", "durability", "apply order", "determinism",
-	// "convergence", "liveness" or "storage".
+	// "commit quorum", "commit monotonicity", "durability", "apply
+	// order", "determinism", "membership", "convergence", "liveness" or
+	// "storage".
 	Check  string
 	Detail string
 }
@@ -70,6 +71,11 @@ type checker struct {
 	results   []any          // Apply result by index
 	hasResult []bool
 	snaps     map[uint64]uint64 // snapshot index -> hash of its bytes
+	// configs holds every configuration entry ever in a log; conf is the
+	// latest committed configuration and confIndex its index.
+	configs   map[entryID]raft.Configuration
+	conf      raft.Configuration
+	confIndex uint64
 }
 
 func newChecker() *checker {
@@ -78,6 +84,7 @@ func newChecker() *checker {
 		chains:    make(map[entryID]uint64),
 		committed: make([]committedEntry, 1),
 		snaps:     make(map[uint64]uint64),
+		configs:   make(map[entryID]raft.Configuration),
 	}
 }
 

@@ -110,6 +110,11 @@ type Faults struct {
 	// that exposes bugs like committing an earlier term's entries by
 	// counting replicas (Raft paper, Figure 8).
 	LeaderFaults int
+	// Reconfigurations is how many membership steps the run has: fresh
+	// nodes joining as learners and being promoted, members replaced,
+	// followers and leaders removed (see FaultAddLearner and
+	// FaultRemove). The other faults then hit the fresh nodes too.
+	Reconfigurations int
 }
 
 // Workload describes the clients of a run. Clients send one request at a
@@ -205,7 +210,7 @@ func (o *Options) withDefaults() (Options, error) {
 	if f.MaxDelay < 0 || f.MaxDelay > 1000 || f.SlowDiskTicks < 0 || f.SlowDiskTicks > 10000 {
 		bad("Faults.MaxDelay must be in [0, 1000] and Faults.SlowDiskTicks in [0, 10000]")
 	}
-	if f.Crashes < 0 || f.Partitions < 0 || f.Snapshots < 0 || f.Campaigns < 0 || f.LeaderFaults < 0 {
+	if f.Crashes < 0 || f.Partitions < 0 || f.Snapshots < 0 || f.Campaigns < 0 || f.LeaderFaults < 0 || f.Reconfigurations < 0 {
 		bad("Faults counts must not be negative")
 	}
 	if w.Clients < 0 || w.Clients > 100 {

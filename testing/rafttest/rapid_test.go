@@ -9,13 +9,17 @@ import (
 )
 
 // drawSchedule lets rapid choose every fault: which kind, when, on which
-// node, for how long. A failing schedule shrinks to few, early faults.
+// node, for how long, and membership changes. A failing schedule shrinks
+// to few, early faults.
 func drawSchedule(t *rapid.T, nodes, ticks int) *Schedule {
 	node := rapid.Custom(func(t *rapid.T) raft.NodeID { return raft.NodeID(rapid.IntRange(1, nodes).Draw(t, "node")) })
 	group := rapid.Custom(func(t *rapid.T) []raft.NodeID {
 		return rapid.SliceOfNDistinct(node, 1, nodes-1, rapid.ID[raft.NodeID]).Draw(t, "group")
 	})
-	kinds := []FaultKind{FaultCrash, FaultRestart, FaultPartition, FaultOneWay, FaultHeal, FaultNetwork, FaultSlowDisk, FaultSnapshot, FaultCampaign}
+	// Membership faults may name up to three fresh nodes.
+	anyNode := rapid.Custom(func(t *rapid.T) raft.NodeID { return raft.NodeID(rapid.IntRange(1, nodes+3).Draw(t, "id")) })
+	kinds := []FaultKind{FaultCrash, FaultRestart, FaultPartition, FaultOneWay, FaultHeal, FaultNetwork, FaultSlowDisk, FaultSnapshot, FaultCampaign,
+		FaultAddLearner, FaultAddVoter, FaultRemove}
 	n := rapid.IntRange(0, 40).Draw(t, "faults")
 	fs := make([]Fault, 0, n)
 	for range n {
@@ -43,6 +47,15 @@ func drawSchedule(t *rapid.T, nodes, ticks int) *Schedule {
 			f.Delay = rapid.IntRange(1, 4).Draw(t, "delay")
 		case FaultSlowDisk:
 			f.Node, f.Delay = node.Draw(t, "disk"), rapid.IntRange(0, 40).Draw(t, "latency")
+		case FaultAddLearner, FaultAddVoter:
+			f.Node = anyNode.Draw(t, "join")
+		case FaultRemove:
+			if f.Leader = rapid.Bool().Draw(t, "leader"); !f.Leader {
+				f.Node = anyNode.Draw(t, "leave")
+			}
+			if f.Retire = rapid.Bool().Draw(t, "retire"); f.Retire {
+				f.For = rapid.IntRange(0, 200).Draw(t, "for")
+			}
 		}
 		fs = append(fs, f)
 	}

@@ -41,12 +41,42 @@ const (
 	FaultSnapshot
 	// FaultCampaign makes Node start an election now.
 	FaultCampaign
+	// FaultAddLearner adds Node to the configuration as a learner, and
+	// FaultAddVoter makes it a voter (promoting it if it is a learner).
+	// A Node beyond the initial Options.Nodes is a fresh server: it is
+	// started, with no configuration and empty storage, when the change
+	// is first tried, and waits to be contacted by the leader.
+	//
+	// Membership faults are carried out one at a time, in order, through
+	// raft.Core.ProposeConfChange on whichever node leads: each is retried
+	// (while no leader is ready, or another change is pending) until the
+	// configuration committed in the cluster reflects it, or dropped
+	// after 40 election timeouts, at the heal, or when it would break a
+	// rule: a removal leaves at least three voters, an addition at most
+	// seven voters and at most two members beyond Options.Nodes, and a
+	// removed ID is never added again.
+	FaultAddLearner
+	FaultAddVoter
+	// FaultRemove removes Node (with Leader, instead the node that leads
+	// when the change is first tried: it steps down once the change
+	// commits) from the configuration. With Retire the removed node is
+	// stopped once its removal has committed, and restarted from its
+	// storage For ticks later if For is positive (a removed node
+	// restarting with a stale configuration must not disrupt the
+	// cluster); otherwise it keeps running.
+	FaultRemove
 )
+
+// MaxNodes bounds the node IDs a schedule may name: the initial nodes are
+// 1 to Options.Nodes, the IDs above are fresh servers that membership
+// faults add.
+const MaxNodes = 24
 
 var faultNames = [...]string{
 	FaultCrash: "crash", FaultRestart: "restart", FaultPartition: "partition",
 	FaultOneWay: "one-way", FaultHeal: "heal", FaultNetwork: "network",
 	FaultSlowDisk: "slow-disk", FaultSnapshot: "snapshot", FaultCampaign: "campaign",
+	FaultAddLearner: "add-learner", FaultAddVoter: "add-voter", FaultRemove: "remove",
 }
 
 func (k FaultKind) String() string {
@@ -71,6 +101,8 @@ type Fault struct {
 	Groups  [][]raft.NodeID
 	Survive int
 	Delay   int
+	// Retire, on FaultRemove, stops the removed node (see FaultRemove).
+	Retire bool
 	// Drop, Duplicate and Reorder are probabilities (FaultNetwork).
 	Drop, Duplicate, Reorder float64
 }
@@ -84,8 +116,17 @@ func (f Fault) String() string {
 		if f.Leader {
 			fmt.Fprintf(&b, " (leader) for=%d", f.For)
 		}
-	case FaultRestart, FaultSnapshot, FaultCampaign:
+	case FaultRestart, FaultSnapshot, FaultCampaign, FaultAddLearner, FaultAddVoter:
 		fmt.Fprintf(&b, " n%d", f.Node)
+	case FaultRemove:
+		if f.Leader {
+			b.WriteString(" leader")
+		} else {
+			fmt.Fprintf(&b, " n%d", f.Node)
+		}
+		if f.Retire {
+			fmt.Fprintf(&b, " retire for=%d", f.For)
+		}
 	case FaultPartition, FaultOneWay:
 		if f.Leader {
 			fmt.Fprintf(&b, " isolate leader (or n%d) for=%d", f.Node, f.For)
@@ -114,7 +155,16 @@ func (s *Schedule) String() string {
 }
 
 func (s *Schedule) validate(nodes int) error {
-	okNode := func(id raft.NodeID) bool { return id >= 1 && int(id) <= nodes }
+	// IDs beyond the initial nodes are valid once a membership fault adds
+	// them.
+	added := make(map[raft.NodeID]bool)
+	for _, f := range s.Faults {
+		if (f.Kind == FaultAddLearner || f.Kind == FaultAddVoter) && f.Node >= 1 && int(f.Node) <= MaxNodes {
+			added[f.Node] = true
+		}
+	}
+	okNode := func(id raft.NodeID) bool { return id >= 1 && (int(id) <= nodes || added[id]) }
+	where := fmt.Sprintf("node must be in 1..%d, or added by a membership fault (IDs up to %d)", nodes, MaxNodes)
 	for i, f := range s.Faults {
 		bad := func(why string) error { return fmt.Errorf("rafttest: schedule fault %d (%v): %s", i, f, why) }
 		if f.Tick < 0 {
@@ -124,16 +174,23 @@ func (s *Schedule) validate(nodes int) error {
 			return bad("faults are not in tick order")
 		}
 		switch f.Kind {
-		case FaultCrash, FaultRestart, FaultSnapshot, FaultCampaign, FaultSlowDisk:
-			if !okNode(f.Node) {
-				return bad(fmt.Sprintf("node must be in 1..%d", nodes))
+		case FaultCrash, FaultRestart, FaultSnapshot, FaultCampaign, FaultSlowDisk, FaultAddLearner, FaultAddVoter, FaultRemove:
+			// A removal may name any ID up to MaxNodes (one that is not
+			// a member is dropped when its turn comes), or none if it
+			// aims at the leader.
+			named := okNode(f.Node)
+			if f.Kind == FaultRemove {
+				named = f.Leader || f.Node >= 1 && int(f.Node) <= MaxNodes
+			}
+			if !named {
+				return bad(where)
 			}
 			if f.Survive < 0 || f.For < 0 || f.Delay < 0 || f.Delay > 10000 {
 				return bad("Survive and For must not be negative and Delay must be in [0, 10000]")
 			}
 		case FaultPartition, FaultOneWay:
 			if f.Leader && (f.Kind != FaultPartition || !okNode(f.Node)) {
-				return bad(fmt.Sprintf("a leader-aimed partition needs Kind partition and a fallback node in 1..%d", nodes))
+				return bad("a leader-aimed partition needs Kind partition and a fallback node: " + where)
 			}
 			if f.Kind == FaultOneWay && len(f.Groups) != 2 {
 				return bad("a one-way cut needs exactly two groups")
@@ -141,7 +198,7 @@ func (s *Schedule) validate(nodes int) error {
 			for _, g := range f.Groups {
 				for _, id := range g {
 					if !okNode(id) {
-						return bad(fmt.Sprintf("node must be in 1..%d", nodes))
+						return bad(where)
 					}
 				}
 			}
@@ -173,8 +230,14 @@ func GenerateSchedule(r *rand.Rand, nodes, ticks int, f Faults) *Schedule {
 		f.SlowDiskTicks = 30
 	}
 	var fs []Fault
-	node := func() raft.NodeID { return raft.NodeID(1 + r.IntN(nodes)) }
 	at := func() int { return r.IntN(ticks) }
+	// Membership steps come first: the other faults then hit the fresh
+	// nodes too.
+	ids := nodes
+	if f.Reconfigurations > 0 {
+		fs, ids = generateReconfigurations(r, nodes, ticks, f.Reconfigurations)
+	}
+	node := func() raft.NodeID { return raft.NodeID(1 + r.IntN(ids)) }
 	fs = append(fs, Fault{Tick: 0, Kind: FaultNetwork, Drop: f.Drop, Duplicate: f.Duplicate, Reorder: f.Reorder, Delay: f.MaxDelay})
 	for range f.Crashes {
 		t, n := at(), node()
@@ -194,14 +257,14 @@ func GenerateSchedule(r *rand.Rand, nodes, ticks int, f Faults) *Schedule {
 			moves = 2 + r.IntN(3) // a moving partition
 		}
 		for range moves {
-			fs = append(fs, randomCut(r, nodes, t))
+			fs = append(fs, randomCut(r, ids, t))
 			t += 5 + r.IntN(150)
 		}
 		if t < ticks {
 			fs = append(fs, Fault{Tick: t, Kind: FaultHeal})
 		}
 	}
-	for id := 1; id <= nodes; id++ {
+	for id := 1; id <= ids; id++ {
 		if f.SlowDisks > 0 && r.Float64() < f.SlowDisks {
 			t := at()
 			fs = append(fs, Fault{Tick: t, Kind: FaultSlowDisk, Node: raft.NodeID(id), Delay: 1 + r.IntN(f.SlowDiskTicks)})
@@ -232,6 +295,66 @@ func GenerateSchedule(r *rand.Rand, nodes, ticks int, f Faults) *Schedule {
 		}
 	}
 	return &Schedule{Faults: fs}
+}
+
+// generateReconfigurations returns steps membership steps for a cluster
+// of nodes initial nodes, and the highest node ID they name. Each step is
+// one of: a fresh node joins as a learner and is promoted; a fresh node
+// joins straight as a voter, or as a learner that stays one; a member is
+// replaced (a fresh node joins and is promoted, then an old member is
+// removed); the leader is removed; a random member is removed. A removed
+// node keeps running, is stopped, or is stopped and later restarted from
+// its old storage.
+func generateReconfigurations(r *rand.Rand, nodes, ticks, steps int) ([]Fault, int) {
+	var fs []Fault
+	last := nodes // the highest ID handed out
+	fresh := func() (raft.NodeID, bool) {
+		if last >= MaxNodes {
+			return 0, false
+		}
+		last++
+		return raft.NodeID(last), true
+	}
+	remove := func(t int, id raft.NodeID, leader bool) {
+		rm := Fault{Tick: t, Kind: FaultRemove, Node: id, Leader: leader}
+		switch r.IntN(3) {
+		case 1:
+			rm.Retire = true
+		case 2:
+			rm.Retire, rm.For = true, 1+r.IntN(300)
+		}
+		fs = append(fs, rm)
+	}
+	for range steps {
+		t := r.IntN(ticks)
+		switch k := r.IntN(6); k {
+		case 0, 1, 2: // join; for a replacement, then remove an old member
+			id, ok := fresh()
+			if !ok {
+				continue
+			}
+			t2 := t + r.IntN(100)
+			fs = append(fs, Fault{Tick: t, Kind: FaultAddLearner, Node: id}, Fault{Tick: t2, Kind: FaultAddVoter, Node: id})
+			if k != 0 {
+				remove(t2+r.IntN(100), raft.NodeID(1+r.IntN(last-1)), false)
+			}
+		case 3: // join as a voter at once, or stay a learner
+			id, ok := fresh()
+			if !ok {
+				continue
+			}
+			kind := FaultAddVoter
+			if r.IntN(2) == 0 {
+				kind = FaultAddLearner
+			}
+			fs = append(fs, Fault{Tick: t, Kind: kind, Node: id})
+		case 4:
+			remove(t, 1, true)
+		case 5:
+			remove(t, raft.NodeID(1+r.IntN(last)), false)
+		}
+	}
+	return fs, last
 }
 
 // randomCut returns a symmetric partition, an isolated node or a one-way

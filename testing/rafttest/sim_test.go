@@ -15,8 +15,27 @@ import (
 // simOptions derives a whole run from a seed: cluster size, configuration,
 // fault profile and a key-value workload with reads. About a third of the
 // seeds use the leader-churn profile (many short crashes and isolations of
-// whoever leads, on slow disks), the rest a mix of every fault.
+// whoever leads, on slow disks), the rest a mix of every fault. A quarter
+// of the seeds of either profile also change the membership (see
+// withMembership).
 func simOptions(seed uint64) Options {
+	return withMembership(baseSimOptions(seed))
+}
+
+// withMembership gives a quarter of the seeds membership changes: 3 to 8
+// steps of fresh nodes joining, members replaced, followers and leaders
+// removed. It draws from its own source, so the other seeds run as they
+// did before membership changes were added.
+func withMembership(o Options) Options {
+	r := rand.New(rand.NewPCG(o.Seed, 0x3e3be5))
+	if r.IntN(4) == 0 {
+		o.Faults.Reconfigurations = 3 + r.IntN(6)
+	}
+	return o
+}
+
+// baseSimOptions is simOptions without membership changes.
+func baseSimOptions(seed uint64) Options {
 	r := rand.New(rand.NewPCG(seed, 0x0b7a1e))
 	o := Options{
 		Seed:            seed,
@@ -133,7 +152,10 @@ func TestSimulation(t *testing.T) {
 		failures []uint64
 		worst    Result
 		stats    Stats
-		next     = first
+		// reconfigured counts the runs in which a membership change
+		// committed.
+		reconfigured int
+		next         = first
 	)
 	workers := 2
 	var wg sync.WaitGroup
@@ -171,6 +193,12 @@ func TestSimulation(t *testing.T) {
 					stats.Reads += res.Stats.Reads
 					stats.SnapshotsSent += res.Stats.SnapshotsSent
 					stats.MaxInFlight = max(stats.MaxInFlight, res.Stats.MaxInFlight)
+					stats.ConfChanges += res.Stats.ConfChanges
+					stats.ConfDropped += res.Stats.ConfDropped
+					stats.Retired += res.Stats.Retired
+					if res.Stats.ConfChanges > 0 {
+						reconfigured++
+					}
 				}
 				mu.Unlock()
 			}
@@ -180,6 +208,7 @@ func TestSimulation(t *testing.T) {
 	t.Logf("%d seeds from %d in %v: %d failed %v", seeds, first, time.Since(start).Round(time.Millisecond), len(failures), failures)
 	t.Logf("totals: %d crashes, %d messages sent, %d dropped, %d leaderships, %d proposals and %d reads completed, %d snapshots sent; at most %d messages in flight",
 		stats.Crashes, stats.Sent, stats.Dropped, stats.Leaders, stats.Proposals, stats.Reads, stats.SnapshotsSent, stats.MaxInFlight)
+	t.Logf("membership: %d runs changed it; %d changes committed, %d given up; %d removed nodes stopped", reconfigured, stats.ConfChanges, stats.ConfDropped, stats.Retired)
 	t.Logf("liveness: worst case %d ticks from heal to a committed proposal (seed %d, %d nodes; bound %d)", worst.LivenessTicks, worst.Seed, worst.Nodes, 40*10)
 }
 

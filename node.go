@@ -502,19 +502,14 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	// If the loop was still running after p was queued, p was queued
 	// before shutdown drains propc, so p is sure to be finished: by the
 	// loop, by the applier, or by shutdown (queued and pending proposals
-	// are failed with ErrStopped). Only otherwise watch donec as well. A
-	// non-blocking receive on an open, empty channel takes no lock.
+	// are failed with ErrStopped). Only otherwise watch donec as well; a
+	// nil channel is never ready and, like a non-blocking receive on an
+	// open empty channel, takes no lock.
+	var stopped <-chan struct{}
 	select {
 	case <-n.loopExit:
+		stopped = n.donec
 	default:
-		select {
-		case r := <-p.done:
-			putProposal(p)
-			return r.val, r.err
-		case <-ctx.Done():
-			// p may still be completed later; it is not recycled.
-			return nil, ctx.Err()
-		}
 	}
 	select {
 	case r := <-p.done:
@@ -523,7 +518,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	case <-ctx.Done():
 		// p may still be completed later; it is not recycled.
 		return nil, ctx.Err()
-	case <-n.donec:
+	case <-stopped:
 		return nil, ErrStopped
 	}
 }

@@ -208,19 +208,25 @@ func clusterTransportConfig(tlsFor func(raft.NodeID) *tls.Config) func(raft.Node
 	}
 }
 
+// tlsForMode returns each node's TLS config, signed by one fresh cluster
+// CA, for nodes 1..n when mode is "tls", and nil (plain TCP) otherwise.
+func tlsForMode(t *testing.T, mode string, n int) func(raft.NodeID) *tls.Config {
+	if mode != "tls" {
+		return nil
+	}
+	ca := newCA(t, clusterID)
+	certs := map[raft.NodeID]*tls.Config{}
+	for id := raft.NodeID(1); id <= raft.NodeID(n); id++ {
+		certs[id] = nodeTLS(t, ca, id)
+	}
+	return func(id raft.NodeID) *tls.Config { return certs[id] }
+}
+
 func TestClusterOverTCP(t *testing.T) {
 	for _, mode := range []string{"plain", "tls"} {
 		t.Run(mode, func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-			var tlsFor func(raft.NodeID) *tls.Config
-			if mode == "tls" {
-				ca := newCA(t, clusterID)
-				certs := map[raft.NodeID]*tls.Config{}
-				for id := raft.NodeID(1); id <= 3; id++ {
-					certs[id] = nodeTLS(t, ca, id)
-				}
-				tlsFor = func(id raft.NodeID) *tls.Config { return certs[id] }
-			}
+			tlsFor := tlsForMode(t, mode, 3)
 			c := newTCPRaftCluster(t, 3, clusterTransportConfig(tlsFor), nil)
 			var want []string
 			for i := range 20 {

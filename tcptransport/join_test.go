@@ -2,7 +2,6 @@ package tcptransport_test
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -204,15 +203,7 @@ func TestJoinerWithEmptyConfigurationBecomesVoterAndLeads(t *testing.T) {
 	for _, mode := range []string{"plain", "tls"} {
 		t.Run(mode, func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-			var tlsFor func(raft.NodeID) *tls.Config
-			if mode == "tls" {
-				ca := newCA(t, clusterID)
-				certs := map[raft.NodeID]*tls.Config{}
-				for id := raft.NodeID(1); id <= 4; id++ {
-					certs[id] = nodeTLS(t, ca, id)
-				}
-				tlsFor = func(id raft.NodeID) *tls.Config { return certs[id] }
-			}
+			tlsFor := tlsForMode(t, mode, 4)
 			trCfg := clusterTransportConfig(tlsFor)
 			c := newTCPRaftCluster(t, 3, trCfg, nil)
 			want := []string{"before"}

@@ -62,6 +62,18 @@ var (
 // ReadStates list reads that became safe: once the state machine has
 // applied up to ReadState.Index, a read started with that context is
 // linearizable.
+//
+// CommittedEntries are always durable on this node already (written by a
+// Ready whose Advance came earlier), so a driver may apply them without
+// waiting for this Ready's own write. That allows a pipelined driver, as
+// Node is: it may hand Entries to a background writer, keep stepping
+// messages and calling Ready (each Ready holds only what is new since the
+// previous one), and call Advance for each Ready, in order, once its write
+// is durable. Messages that acknowledge entries or reveal a new term or
+// vote must still wait for the write of their Ready and of every Ready
+// before it; a leader's MsgApp and MsgHeartbeat may leave at once when its
+// term is already durable (the Core counts the leader's own entries toward
+// a commit only after Advance).
 type Ready struct {
 	HardState HardState
 	// MustSync is set when the term, vote, Entries or Snapshot changed:
@@ -371,7 +383,7 @@ func (c *Core) handleStaleTerm(m Message) {
 // HasReady reports whether Ready would return anything.
 func (c *Core) HasReady() bool {
 	return len(c.msgs) > 0 || c.hardState() != c.prevHS || len(c.log.unstableEntries()) > 0 ||
-		c.pendingSnap != nil || len(c.readStates) > 0 || c.log.applied < c.log.committed || c.reads.needBcast
+		c.pendingSnap != nil || len(c.readStates) > 0 || c.log.applied < c.log.applyLimit() || c.reads.needBcast
 }
 
 // Ready returns the effects accumulated since the last call. The caller

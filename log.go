@@ -206,13 +206,20 @@ func (l *raftLog) unstableEntries() []Entry {
 	return ents[:len(ents):len(ents)] // a Storage appending to it must copy
 }
 
-// nextCommitted returns committed entries not yet handed out to apply,
-// limited to about maxBytes.
+// applyLimit is the highest index that may be handed out to apply: it must
+// be committed and durable on this node, so a state machine never runs
+// ahead of the node's own log (a follower can learn that an entry committed
+// before its own write of that entry finishes).
+func (l *raftLog) applyLimit() uint64 { return min(l.committed, l.stable) }
+
+// nextCommitted returns committed, locally durable entries not yet handed
+// out to apply, limited to about maxBytes.
 func (l *raftLog) nextCommitted(maxBytes int) []Entry {
-	if l.applied >= l.committed {
+	limit := l.applyLimit()
+	if l.applied >= limit {
 		return nil
 	}
-	return l.slice(l.applied+1, l.committed+1, maxBytes)
+	return l.slice(l.applied+1, limit+1, maxBytes)
 }
 
 // commitTo raises committed to i if that is higher.

@@ -53,6 +53,9 @@ type Node struct {
 
 	// durableTerm is the term of the last hard state written to Storage.
 	durableTerm uint64
+	persist     *persister
+	inflight    int          // jobs queued to persist and not yet reported back; loop only
+	persisted   []persistJob // scratch for persistDone; loop only
 
 	propBatch []*proposal
 	cmdBatch  [][]byte
@@ -119,6 +122,7 @@ func NewNode(cfg Config, sm StateMachine, st Storage, tr Transport) (*Node, erro
 		}
 	}
 	n.durableTerm = state.HardState.Term
+	n.persist = newPersister(st, n.send, n.logger.Warn)
 	n.app = newApplier(n, sm, state.Snapshot.Index)
 	n.obs = Observation{ID: n.id, Role: core.Role(), Term: core.Term(), Leader: core.Leader()}
 	n.confIndex = core.confs.latest().index
@@ -178,6 +182,11 @@ func (n *Node) run() {
 			n.handleProposals(p)
 		case f := <-n.reqc:
 			f()
+		case <-n.persist.ready:
+			if !n.persistDone() {
+				n.shutdown()
+				return
+			}
 		case <-n.stopc:
 			n.shutdown()
 			return
@@ -205,31 +214,111 @@ func (n *Node) step(m Message) {
 
 // processReady carries out the Core's effects. It returns false if the node
 // must stop (storage failed).
+//
+// Writes go to the persister, so the loop keeps stepping acknowledgements
+// and proposals while the disk works; its group commit keeps batches as
+// large as a synchronous write would. Committed entries are durable here
+// already (see Ready), so they go to the applier at once, and so do a
+// leader's appends and heartbeats when its term is durable. Every other
+// message waits behind the writes queued before it.
 func (n *Node) processReady() bool {
 	for n.core.HasReady() {
 		rd := n.core.Ready()
-		if rd.Snapshot != nil {
-			if err := n.st.SaveSnapshot(*rd.Snapshot, bytes.NewReader(rd.SnapshotData)); err != nil {
-				n.setFatal(fmt.Errorf("raft: saving received snapshot: %w", err))
+		switch {
+		case rd.Snapshot != nil:
+			if !n.writeSnapshotReady(rd) {
 				return false
 			}
-		}
-		if rd.MustSync {
+			continue
+		case !rd.MustSync && n.inflight == 0:
+			n.send(rd.Messages)
+		default:
+			msgs := rd.Messages
 			if rd.HardState.Term == n.durableTerm {
-				rd.Messages = n.sendBeforeSave(rd.Messages)
+				msgs = n.sendBeforeSave(msgs)
 			}
-			if err := n.st.Save(rd.HardState, rd.Entries); err != nil {
-				n.setFatal(fmt.Errorf("raft: persisting log: %w", err))
-				return false
+			if n.inflight == 0 && n.persist.fast() {
+				// Storage is quick: write here, sparing two handoffs.
+				if err := n.persist.save(rd.HardState, rd.Entries); err != nil {
+					n.setFatal(fmt.Errorf("raft: persisting log: %w", err))
+					return false
+				}
+				n.durableTerm = rd.HardState.Term
+				n.send(msgs)
+				break
 			}
-			n.durableTerm = rd.HardState.Term
+			n.pushApply(rd)
+			if rd.MustSync || len(msgs) > 0 {
+				n.persist.submit(persistJob{rd: rd, sync: rd.MustSync, msgs: msgs})
+				n.inflight++
+				continue // Advance once written
+			}
+			n.core.Advance(rd) // nothing to write or to hold back
+			continue
 		}
-		n.send(rd.Messages)
-		if rd.Snapshot != nil || len(rd.CommittedEntries) > 0 || len(rd.ReadStates) > 0 {
-			n.app.push(applyTask{snap: rd.Snapshot, snapData: rd.SnapshotData, entries: rd.CommittedEntries, reads: n.readWaits(rd.ReadStates)})
-		}
+		n.pushApply(rd)
 		n.core.Advance(rd)
 	}
+	return true
+}
+
+// pushApply hands committed entries and reads that became safe to the
+// applier.
+func (n *Node) pushApply(rd Ready) {
+	if len(rd.CommittedEntries) > 0 || len(rd.ReadStates) > 0 {
+		n.app.push(applyTask{entries: rd.CommittedEntries, reads: n.readWaits(rd.ReadStates)})
+	}
+}
+
+// persistDone takes the persister's finished jobs and tells the Core their
+// writes are durable. It returns false if a write failed.
+func (n *Node) persistDone() bool {
+	jobs, err := n.persist.results(n.persisted[:0])
+	for _, j := range jobs {
+		n.inflight--
+		if j.compactTo > 0 {
+			continue
+		}
+		if j.sync {
+			n.durableTerm = j.rd.HardState.Term
+		}
+		n.core.Advance(j.rd)
+	}
+	clear(jobs)
+	n.persisted = jobs[:0]
+	if err != nil {
+		n.setFatal(fmt.Errorf("raft: persisting log: %w", err))
+		return false
+	}
+	return true
+}
+
+// writeSnapshotReady carries out a Ready that installs a snapshot received
+// from the leader. This is rare, so it is done synchronously once every
+// earlier write has finished.
+func (n *Node) writeSnapshotReady(rd Ready) bool {
+	for n.inflight > 0 {
+		select {
+		case <-n.persist.ready:
+			if !n.persistDone() {
+				return false
+			}
+		case <-n.stopc:
+			return false
+		}
+	}
+	if err := n.st.SaveSnapshot(*rd.Snapshot, bytes.NewReader(rd.SnapshotData)); err != nil {
+		n.setFatal(fmt.Errorf("raft: saving received snapshot: %w", err))
+		return false
+	}
+	if err := n.st.Save(rd.HardState, rd.Entries); err != nil {
+		n.setFatal(fmt.Errorf("raft: persisting log: %w", err))
+		return false
+	}
+	n.durableTerm = rd.HardState.Term
+	n.send(rd.Messages)
+	n.app.push(applyTask{snap: rd.Snapshot, snapData: rd.SnapshotData, entries: rd.CommittedEntries, reads: n.readWaits(rd.ReadStates)})
+	n.core.Advance(rd)
 	return true
 }
 
@@ -395,6 +484,7 @@ func (n *Node) fail(err error) {
 func (n *Node) shutdown() {
 	final := n.core.Status()
 	close(n.loopExit)
+	n.persist.stop()
 	// Fail queued proposals.
 	for {
 		select {
@@ -691,7 +781,10 @@ func (n *Node) persistSnapshot(index uint64, snap Snapshot) error {
 		if cerr = n.core.SnapshotSaved(meta, compactTo); cerr != nil {
 			return
 		}
-		cerr = n.st.Compact(n.core.log.offset)
+		if off := n.core.log.offset; off > 0 {
+			n.persist.submit(persistJob{compactTo: off})
+			n.inflight++
+		}
 	}); err != nil {
 		return err
 	}

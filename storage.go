@@ -51,9 +51,11 @@ type State struct {
 // Storage is where a node keeps its durable state: hard state, log entries
 // and the latest snapshot.
 //
-// The Node calls Load once when it starts, then Save and Compact from its
-// main loop. SaveSnapshot and Snapshot may be called from other goroutines
-// at the same time, so implementations must be safe for concurrent use.
+// The Node calls Load once when it starts; after that, Save and Compact are
+// called by one goroutine at a time, in order (a background writer that
+// keeps the Node's loop free while the disk works). SaveSnapshot and
+// Snapshot may be called from other goroutines at the same time, so
+// implementations must be safe for concurrent use.
 // Entries handed to Save are never modified afterwards; an implementation
 // may keep them without copying.
 //

@@ -21,6 +21,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -68,7 +69,7 @@ func main() {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.StringVar(&o.benchOut, "benchfmt", "", "also write every round as a line in Go benchmark format to this file (for benchstat)")
-	flag.DurationVar(&o.fsyncProbe, "fsync-probe", time.Second, "how long to measure this disk's fsync rate in the durable variant (0 skips)")
+	flag.DurationVar(&o.fsyncProbe, "fsync-probe", time.Second, "how long to measure this disk's fsync rate with one writer at the start of the durable variant; for half as long, before every round, the rate per writer with three writers at once (0 skips both)")
 	quick := flag.Bool("quick", false, "a quick run (about two minutes): in-memory variant only, 400ms windows, 2-setting etcd sweep")
 	flag.Parse()
 	if *quick {
@@ -321,7 +322,11 @@ func runAll(o options) (*report, error) {
 			fmt.Println("note:", n)
 		}
 		vr := variantResult{Name: v, Notes: notes}
-		if err := runVariant(o, v, cs, &vr); err != nil {
+		var probe func() (float64, error)
+		if v == "durable" && o.fsyncProbe > 0 {
+			probe = func() (float64, error) { return probeFsyncShared(dir, 3, o.fsyncProbe/2) }
+		}
+		if err := runVariant(o, v, cs, &vr, probe); err != nil {
 			return nil, fmt.Errorf("variant %s: %w", v, err)
 		}
 		rep.Variants = append(rep.Variants, vr)
@@ -331,7 +336,8 @@ func runAll(o options) (*report, error) {
 
 // runVariant starts each contender's cluster once and measures every
 // workload, alternating contenders within each round.
-func runVariant(o options, v string, cs []*contender, vr *variantResult) error {
+// If probe is set, it measures the disk before every round.
+func runVariant(o options, v string, cs []*contender, vr *variantResult, probe func() (float64, error)) error {
 	if len(cs) == 0 {
 		return nil
 	}
@@ -357,6 +363,16 @@ func runVariant(o options, v string, cs []*contender, vr *variantResult) error {
 				rs[i] = &result{Contender: c.name, Clients: clients, Size: size}
 			}
 			for r := range o.rounds {
+				if probe != nil {
+					rate, err := probe()
+					if err != nil {
+						return fmt.Errorf("probing the disk: %w", err)
+					}
+					for _, res := range rs {
+						res.roundShared = append(res.roundShared, rate)
+					}
+					fmt.Printf("[%s] disk: %.0f fsyncs/s per writer, 3 writers at once\n", v, rate)
+				}
 				for i, c := range cs {
 					s, err := measure(c.c, w, o.warmup, o.duration)
 					if err != nil {
@@ -459,6 +475,31 @@ func probeFsync(dir string, d time.Duration) (float64, error) {
 		n++
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// probeFsyncShared measures the disk as a 3-node cluster on it uses it:
+// writers goroutines each append 4 KiB and fsync in a loop, at once. It
+// returns the mean rate per writer.
+func probeFsyncShared(dir string, writers int, d time.Duration) (float64, error) {
+	rates := make([]float64, writers)
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rates[i], errs[i] = probeFsync(dir, d)
+		}()
+	}
+	wg.Wait()
+	sum := 0.0
+	for i := range writers {
+		if errs[i] != nil {
+			return 0, errs[i]
+		}
+		sum += rates[i]
+	}
+	return sum / float64(writers), nil
 }
 
 func putUint64(b []byte, v uint64) { binary.LittleEndian.PutUint64(b, v) }

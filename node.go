@@ -122,7 +122,6 @@ func NewNode(cfg Config, sm StateMachine, st Storage, tr Transport) (*Node, erro
 		}
 	}
 	n.durableTerm = state.HardState.Term
-	n.persist = newPersister(st, n.send, n.logger.Warn)
 	n.app = newApplier(n, sm, state.Snapshot.Index)
 	n.obs = Observation{ID: n.id, Role: core.Role(), Term: core.Term(), Leader: core.Leader()}
 	n.confIndex = core.confs.latest().index
@@ -130,6 +129,7 @@ func NewNode(cfg Config, sm StateMachine, st Storage, tr Transport) (*Node, erro
 	if err := tr.Start(n.deliver); err != nil {
 		return nil, fmt.Errorf("raft: starting transport: %w", err)
 	}
+	n.persist = newPersister(st, n.send, n.logger.Warn)
 	go n.app.run()
 	go n.run()
 	return n, nil

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // slowDisk is a MemoryStorage that behaves like a disk: every Save
@@ -306,5 +309,23 @@ func TestLeaderWithStalledDiskKeepsLeading(t *testing.T) {
 		}
 	case <-time.After(applyTimeout):
 		t.Fatal("proposal did not complete after the disk recovered")
+	}
+}
+
+type refusingTransport struct{ Transport }
+
+func (refusingTransport) Start(func(Message)) error { return errors.New("address in use") }
+
+// TestNewNodeTransportFailureLeavesNothingRunning: a transport that cannot
+// start fails NewNode and leaves no goroutine behind (goleak checks it).
+func TestNewNodeTransportFailureLeavesNothingRunning(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	net := NewNetwork(1)
+	defer net.Close()
+	cfg := testConfig(1)
+	cfg.Peers = []Server{{ID: 1}}
+	_, err := NewNode(cfg, &counterSM{}, NewMemoryStorage(), refusingTransport{net.Transport(1)})
+	if err == nil || !strings.Contains(err.Error(), "address in use") {
+		t.Fatalf("NewNode = %v, want the transport's error", err)
 	}
 }

@@ -59,6 +59,9 @@ func newPersister(st Storage, send func([]Message), warn func(string, ...any)) *
 		quit:  make(chan struct{}),
 		exit:  make(chan struct{}),
 	}
+	// Assume a disk until Saves show otherwise: a slow first write on
+	// the loop would stall it, a fast one handed off costs microseconds.
+	p.saveCost.Store(int64(inlineSaveCost))
 	go p.run()
 	return p
 }

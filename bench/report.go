@@ -58,8 +58,10 @@ type result struct {
 	CPUus      float64 `json:"cpu_us_per_op"`        // process CPU time per op, microseconds
 	Batch      float64 `json:"batch,omitempty"`      // mean entries per leader log write
 	WritesSec  float64 `json:"writes_sec,omitempty"` // leader log writes per second
-	// SharedSyncs is the disk's fsync rate per writer with one writer per
-	// node syncing at once, probed just before each round (median).
+	// SharedSyncs is the disk's sync rate per writer with one writer per
+	// node syncing at once (4 KiB written in place, then fdatasync: the
+	// cheapest durable write this disk offers), probed just before each
+	// round (median).
 	SharedSyncs float64 `json:"shared_syncs_per_writer,omitempty"`
 	roundShared []float64
 }
@@ -277,9 +279,10 @@ func (rep *report) print(w io.Writer) {
 
 // diskBound prints, for raftgo on the durable variant, the disk's ceiling
 // (fsync rate x mean entries per write) and the share of it reached, for
-// two fsync rates: one writer alone (probed once), and one writer of three
-// syncing at once, as the cluster's three nodes do on this one disk
-// (probed before every round, so it follows the disk's drift).
+// two sync rates: one writer alone appending and fsyncing (probed once),
+// and one writer of three syncing at once, as the cluster's three nodes do
+// on this one disk, each writing in place and fdatasyncing as filestorage
+// does (probed before every round, so it follows the disk's drift).
 func (rep *report) diskBound(w io.Writer, v *variantResult, md bool) {
 	if rep.FsyncPerSec == 0 {
 		return
@@ -295,7 +298,7 @@ func (rep *report) diskBound(w io.Writer, v *variantResult, md bool) {
 			wl, r.Batch, r.WritesSec, rep.FsyncPerSec, bound, 100*r.Throughput/bound)
 		if r.SharedSyncs > 0 {
 			shared := r.SharedSyncs * r.Batch
-			l += fmt.Sprintf("; shared by 3 writers %.0f fsync/s each -> ceiling %.0f ops/s, reached %.0f%%", r.SharedSyncs, shared, 100*r.Throughput/shared)
+			l += fmt.Sprintf("; shared by 3 writers %.0f in-place syncs/s each -> ceiling %.0f ops/s, reached %.0f%%", r.SharedSyncs, shared, 100*r.Throughput/shared)
 		}
 		lines = append(lines, l)
 	}
@@ -303,7 +306,7 @@ func (rep *report) diskBound(w io.Writer, v *variantResult, md bool) {
 		return
 	}
 	if md {
-		fmt.Fprintf(w, "\nDisk ceiling (fsync rate x raftgo's mean entries per leader write; this disk: %.0f fsyncs/s for a lone 4 KiB append+fsync writer, and the per-writer rate with three writers at once, probed before each round):\n\n", rep.FsyncPerSec)
+		fmt.Fprintf(w, "\nDisk ceiling (fsync rate x raftgo's mean entries per leader write; this disk: %.0f fsyncs/s for a lone 4 KiB append+fsync writer, and the per-writer rate with three writers at once each writing 4 KiB in place and calling fdatasync, probed before each round):\n\n", rep.FsyncPerSec)
 		for _, l := range lines {
 			fmt.Fprintln(w, "- "+l)
 		}

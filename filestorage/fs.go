@@ -16,8 +16,8 @@ type fileSystem interface {
 	List(dir string) ([]string, error)
 	// Create creates or truncates a file for writing.
 	Create(name string) (file, error)
-	// Append opens an existing file for appending.
-	Append(name string) (file, error)
+	// OpenWrite opens an existing file for writing at chosen offsets.
+	OpenWrite(name string) (file, error)
 	// Open opens a file for reading.
 	Open(name string) (io.ReadCloser, error)
 	// ReadFile returns a file's contents.
@@ -36,7 +36,13 @@ type fileSystem interface {
 // file is a file open for writing.
 type file interface {
 	io.Writer
+	io.WriterAt
+	// Sync makes the contents and metadata (size included) durable.
 	Sync() error
+	// SyncData makes the contents durable, and the size if it changed,
+	// but may skip other metadata (fdatasync). Over a preallocated
+	// region of a file it avoids a journal commit on most file systems.
+	SyncData() error
 	Truncate(size int64) error
 	Close() error
 }
@@ -61,12 +67,25 @@ func (osFS) List(dir string) ([]string, error) {
 }
 
 func (osFS) Create(name string) (file, error) {
-	return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
 }
 
-func (osFS) Append(name string) (file, error) {
-	return os.OpenFile(name, os.O_RDWR|os.O_APPEND, 0)
+func (osFS) OpenWrite(name string) (file, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
 }
+
+// osFile is an operating-system file with SyncData.
+type osFile struct{ *os.File }
+
+func (f osFile) SyncData() error { return syncData(f.File) }
 
 func (osFS) Open(name string) (io.ReadCloser, error) { return os.Open(name) }
 

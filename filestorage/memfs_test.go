@@ -28,6 +28,8 @@ type memFS struct {
 	rng     *rand.Rand // how much of a failing write lands
 
 	writes, fileSyncs, dirSyncs int // counters for tests
+	dataSyncs                   int // the fileSyncs that were SyncData
+	written                     int // bytes written
 }
 
 type memInode struct {
@@ -90,7 +92,7 @@ func (m *memFS) Create(name string) (file, error) {
 	return &memFile{fs: m, ino: ino}, nil
 }
 
-func (m *memFS) Append(name string) (file, error) {
+func (m *memFS) OpenWrite(name string) (file, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.alive(); err != nil {
@@ -236,7 +238,43 @@ func (f *memFile) Write(p []byte) (int, error) {
 	}
 	f.ino.data = append(f.ino.data, p...)
 	f.fs.writes++
+	f.fs.written += len(p)
 	return len(p), nil
+}
+
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.fs.step(); err != nil {
+		if f.fs.ops == f.fs.failAt {
+			// A torn write: some prefix of it reaches the file.
+			f.ino.writeAt(p[:f.fs.rng.IntN(len(p)+1)], off)
+		}
+		return 0, err
+	}
+	f.ino.writeAt(p, off)
+	f.fs.writes++
+	f.fs.written += len(p)
+	return len(p), nil
+}
+
+// writeAt overwrites the file from off, extending it (with zeros for any
+// gap) as needed.
+func (ino *memInode) writeAt(p []byte, off int64) {
+	if end := int(off) + len(p); end > len(ino.data) {
+		ino.data = append(ino.data, make([]byte, end-len(ino.data))...)
+	}
+	copy(ino.data[off:], p)
+}
+
+func (f *memFile) SyncData() error {
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	f.fs.mu.Lock()
+	f.fs.dataSyncs++
+	f.fs.mu.Unlock()
+	return nil
 }
 
 func (f *memFile) Sync() error {
@@ -270,10 +308,14 @@ type crashModel int
 
 const (
 	loseUnsynced   crashModel = iota // only synced data survives
-	keepPrefix                       // a random prefix of unsynced appends survives
+	keepPrefix                       // a random prefix of unsynced appends survives, and any blocks of unsynced overwrites
 	keepPrefixZero                   // ... and the rest of the file length reads as zeros
 	crashModels
 )
+
+// crashBlock is the unit in which overwrites of synced data survive a
+// crash or not: smaller than any disk sector, to tear records anywhere.
+const crashBlock = 32
 
 // crash returns the machine as it comes back after a power cut: the
 // durable namespace, and each file's synced contents plus, depending on
@@ -290,7 +332,16 @@ func (m *memFS) crash(model crashModel, rng *rand.Rand) *memFS {
 		}
 		data := bytes.Clone(ino.synced)
 		if model != loseUnsynced {
-			if bytes.HasPrefix(ino.data, ino.synced) {
+			if len(ino.data) >= len(ino.synced) {
+				// Overwritten blocks reach the disk or not, each on its
+				// own and in no order (preallocated segments are written
+				// in place).
+				for p := 0; p < len(data); p += crashBlock {
+					end := min(p+crashBlock, len(data))
+					if !bytes.Equal(data[p:end], ino.data[p:end]) && rng.IntN(2) == 0 {
+						copy(data[p:end], ino.data[p:end])
+					}
+				}
 				extra := ino.data[len(ino.synced):]
 				n := rng.IntN(len(extra) + 1)
 				data = append(data, extra[:n]...)
@@ -313,17 +364,6 @@ func (m *memFS) counts() (writes, fileSyncs, dirSyncs int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.writes, m.fileSyncs, m.dirSyncs
-}
-
-// size returns the total bytes in the files now.
-func (m *memFS) totalSize() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for _, ino := range m.names {
-		n += len(ino.data)
-	}
-	return n
 }
 
 // files lists the non-lock files, for corruption tests.

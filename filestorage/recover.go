@@ -28,6 +28,7 @@ func (e *CorruptError) Error() string {
 type segment struct {
 	seq     uint64
 	size    int64  // bytes of whole, committed records
+	alloc   int64  // bytes in the file: size plus preallocated zeros
 	maxLive uint64 // highest index of a live entry it holds; 0 if none
 }
 
@@ -199,13 +200,16 @@ func replay(fsys fileSystem, dir string, seqs []uint64) (st *logState, cut int64
 		var pending []pendingRecord
 		off, committed := n, n
 		for off < len(buf) {
+			if zeroTail(buf, off) {
+				break // the preallocated end of the segment
+			}
 			body, n, err := decodeFrame(buf[off:])
 			if err != nil {
 				if !isLast {
 					return nil, -1, corrupt(off, "%v", err)
 				}
-				if next := findFrame(buf, off+1); next >= 0 {
-					return nil, -1, corrupt(off, "%v (a whole record follows at offset %d, so this is not a torn write)", err, next)
+				if next := laterWrite(buf, off+1); next >= 0 {
+					return nil, -1, corrupt(off, "%v (a record written after this one's batch was synced follows at offset %d, so this is not a torn write)", err, next)
 				}
 				break // a torn tail
 			}
@@ -228,19 +232,56 @@ func replay(fsys fileSystem, dir string, seqs []uint64) (st *logState, cut int64
 				committed = off
 			}
 		}
-		if committed < len(buf) {
+		if !zeroTail(buf, committed) {
 			if !isLast {
 				return nil, -1, corrupt(committed, "segment ends with an incomplete batch")
 			}
 			cut = int64(committed)
 		}
-		sg.size = int64(committed)
+		sg.size, sg.alloc = int64(committed), int64(len(buf))
 	}
 	if len(seqs) > 0 && st.missing > st.comp {
 		return nil, -1, &CorruptError{File: filepath.Join(dir, segName(seqs[0])), Offset: 0,
 			Reason: fmt.Sprintf("entries %d..%d are in no segment: segments before this one were deleted or lost", st.comp+1, st.missing)}
 	}
 	return st, cut, nil
+}
+
+// zeroTail reports whether buf holds only zeros from off on (the
+// preallocated part of a segment; a record never starts with a zero
+// length, so a frame boundary followed by zeros is the end of the log).
+func zeroTail(buf []byte, off int) bool {
+	if off < len(buf) && buf[off] != 0 {
+		return false // the common case, decided without a scan
+	}
+	for _, b := range buf[off:] {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// laterWrite returns the offset of a whole record at or after from that
+// must have been written by a later batch than the damaged one before
+// from, or -1. Batches are written one at a time, each synced before the
+// next starts, so only the last batch can be torn, and its pages may reach
+// the disk in any order: whole records of it may follow the damage, up to
+// and including its commit record. A record after a commit record that
+// follows the damage is a later batch: the damage is to synced data.
+func laterWrite(buf []byte, from int) int {
+	sawCommit := false
+	for p := from; ; {
+		q := findFrame(buf, p)
+		if q < 0 || sawCommit {
+			return q
+		}
+		body, n, _ := decodeFrame(buf[q:])
+		if r, err := decodeBody(body); err == nil && r.commit {
+			sawCommit = true
+		}
+		p = q + n
+	}
 }
 
 // findFrame returns the offset of the first intact frame at or after from,

@@ -2,8 +2,10 @@
 // and snapshot metadata go to append-only, checksummed segment files;
 // snapshots go to files of their own. It uses only the standard library.
 //
-// Every Save is one write and one fsync, however many entries it holds
-// (group commit). Recovery on Open cuts a torn tail off the last segment
+// Every Save is one write and one sync, however many entries it holds
+// (group commit). Segments are filled with zeros ahead of the log, so most
+// Saves overwrite allocated blocks and need only fdatasync, not a journal
+// commit for a changed file size. Recovery on Open cuts a torn tail off the last segment
 // and refuses to start, with a *CorruptError naming the file and offset, on
 // any other damage. A lock file keeps a second process (or a second Open
 // in this one) out of the directory.
@@ -41,7 +43,19 @@ type Options struct {
 	// and a new one started; old segments are deleted once compaction
 	// has passed every entry in them. Zero means DefaultSegmentSize.
 	SegmentSize int64
+
+	// Preallocate is how many bytes of zeros are written ahead of the log
+	// at a time. Writing into zeroed blocks lets a Save sync its data
+	// without a file-system journal commit (measured 1.5-2x more syncs per
+	// second on ext4); the cost is writing each byte of the log twice.
+	// Zero means the smaller of 4 MiB and SegmentSize; a negative value
+	// turns preallocation off (every Save then extends the file).
+	Preallocate int64
 }
+
+// DefaultPreallocate is the preallocation step used when
+// Options.Preallocate is zero and the segments are at least this large.
+const DefaultPreallocate = 4 << 20
 
 // Storage is a raft.Storage kept in a directory. It is safe for concurrent
 // use. Open it with Open and release it with Close.
@@ -80,6 +94,9 @@ func Open(dir string, opts Options) (*Storage, error) {
 func open(fsys fileSystem, dir string, opts Options) (*Storage, error) {
 	if opts.SegmentSize <= 0 {
 		opts.SegmentSize = DefaultSegmentSize
+	}
+	if opts.Preallocate == 0 {
+		opts.Preallocate = min(DefaultPreallocate, opts.SegmentSize)
 	}
 	if err := fsys.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("filestorage: creating %s: %w", dir, err)
@@ -139,10 +156,11 @@ func (s *Storage) recover() error {
 		if len(snaps) > 0 {
 			return &CorruptError{File: s.path(snaps[0]), Offset: 0, Reason: "snapshot file without any log segment: the log was deleted"}
 		}
-		if err := s.createSegment(1); err != nil {
+		alloc, err := s.createSegment(1)
+		if err != nil {
 			return err
 		}
-		s.segs = []*segment{{seq: 1, size: int64(len(s.buf))}}
+		s.segs = []*segment{{seq: 1, size: int64(len(s.buf)), alloc: alloc}}
 		s.cached = &raft.State{}
 		return s.openActive(-1)
 	}
@@ -186,12 +204,13 @@ func (s *Storage) recover() error {
 // to cut bytes if cut >= 0.
 func (s *Storage) openActive(cut int64) error {
 	sg := s.segs[len(s.segs)-1]
-	f, err := s.fs.Append(s.path(segName(sg.seq)))
+	f, err := s.fs.OpenWrite(s.path(segName(sg.seq)))
 	if err != nil {
 		return fmt.Errorf("filestorage: opening segment: %w", err)
 	}
 	s.active = f
 	if cut >= 0 {
+		sg.alloc = cut
 		if err := f.Truncate(cut); err != nil {
 			return fmt.Errorf("filestorage: cutting the torn tail of %s: %w", segName(sg.seq), err)
 		}
@@ -203,17 +222,23 @@ func (s *Storage) openActive(cut int64) error {
 }
 
 // createSegment writes a new segment holding only a checkpoint of the
-// current state: to a temporary file, synced, then renamed into place and
-// the directory synced, so a segment is never seen half-created. It
-// leaves the segment's header in s.buf.
-func (s *Storage) createSegment(seq uint64) error {
+// current state, followed by the first preallocated zeros: to a temporary
+// file, synced, then renamed into place and the directory synced, so a
+// segment is never seen half-created. It leaves the segment's header in
+// s.buf and returns the file's size.
+func (s *Storage) createSegment(seq uint64) (int64, error) {
 	name := s.path(segName(seq))
 	s.buf = appendCheckpoint(s.buf[:0], checkpoint{seq: seq, hs: s.hs, comp: s.comp, compTerm: s.compTerm, last: s.last, snap: s.snap}, true)
 	f, err := s.fs.Create(name + ".tmp")
 	if err != nil {
-		return fmt.Errorf("filestorage: creating segment: %w", err)
+		return 0, fmt.Errorf("filestorage: creating segment: %w", err)
 	}
+	size := int64(len(s.buf))
 	_, err = f.Write(s.buf)
+	if err == nil && s.opts.Preallocate > 0 {
+		err = writeZeros(f, size, s.opts.Preallocate)
+		size += s.opts.Preallocate
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -227,23 +252,50 @@ func (s *Storage) createSegment(seq uint64) error {
 		err = s.fs.SyncDir(s.dir)
 	}
 	if err != nil {
-		return fmt.Errorf("filestorage: creating segment %s: %w", segName(seq), err)
+		return 0, fmt.Errorf("filestorage: creating segment %s: %w", segName(seq), err)
+	}
+	return size, nil
+}
+
+// zeros is a source of zero bytes for preallocation.
+var zeros [64 << 10]byte
+
+// writeZeros writes n zero bytes to f at offset off.
+func writeZeros(f file, off, n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := f.WriteAt(zeros[:k], off); err != nil {
+			return err
+		}
+		off += k
+		n -= k
 	}
 	return nil
 }
 
 // rollover closes the active segment and starts the next one.
 func (s *Storage) rollover() error {
-	seq := s.segs[len(s.segs)-1].seq + 1
-	if err := s.createSegment(seq); err != nil {
+	old := s.segs[len(s.segs)-1]
+	seq := old.seq + 1
+	alloc, err := s.createSegment(seq)
+	if err != nil {
 		return err
 	}
 	size := int64(len(s.buf))
+	// Give back the old segment's unused preallocation. Unsynced, this
+	// may not survive a crash, which is harmless: recovery reads a zero
+	// tail as the end of a segment.
+	if old.alloc > old.size {
+		if err := s.active.Truncate(old.size); err != nil {
+			return fmt.Errorf("filestorage: trimming segment %s: %w", segName(old.seq), err)
+		}
+		old.alloc = old.size
+	}
 	if err := s.active.Close(); err != nil {
 		return fmt.Errorf("filestorage: closing segment: %w", err)
 	}
 	s.active = nil
-	s.segs = append(s.segs, &segment{seq: seq, size: size})
+	s.segs = append(s.segs, &segment{seq: seq, size: size, alloc: alloc})
 	if err := s.openActive(-1); err != nil {
 		return err
 	}
@@ -280,17 +332,32 @@ func (s *Storage) usable() error {
 	return s.failed
 }
 
-// commit writes s.buf to the active segment and syncs it. A failure is
-// permanent: after a failed write or fsync the file's contents are unknown
-// (and a retried fsync may report success for lost data), so the Storage
-// refuses further use until it is reopened and recovered.
+// commit writes s.buf to the active segment after its last record and
+// syncs it. Inside the preallocated zeros that is a data-only sync; past
+// them the file is extended by another preallocation step in the same
+// write and fully synced. A failure is permanent: after a failed write or
+// sync the file's contents are unknown (and a retried sync may report
+// success for lost data), so the Storage refuses further use until it is
+// reopened and recovered.
 func (s *Storage) commit() error {
 	sg := s.segs[len(s.segs)-1]
-	if _, err := s.active.Write(s.buf); err != nil {
+	end := sg.size + int64(len(s.buf))
+	_, err := s.active.WriteAt(s.buf, sg.size)
+	sync := s.active.SyncData
+	if err == nil && end > sg.alloc {
+		sync = s.active.Sync
+		if s.opts.Preallocate > 0 {
+			err = writeZeros(s.active, end, s.opts.Preallocate)
+			sg.alloc = end + s.opts.Preallocate
+		} else {
+			sg.alloc = end
+		}
+	}
+	if err != nil {
 		s.failed = fmt.Errorf("filestorage: writing %s failed; reopen the storage to recover: %w", segName(sg.seq), err)
 		return s.failed
 	}
-	if err := s.active.Sync(); err != nil {
+	if err := sync(); err != nil {
 		s.failed = fmt.Errorf("filestorage: syncing %s failed; reopen the storage to recover: %w", segName(sg.seq), err)
 		return s.failed
 	}

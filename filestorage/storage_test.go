@@ -43,18 +43,65 @@ func TestSaveIsOneWriteAndOneSyncWhateverTheBatchSize(t *testing.T) {
 	}
 }
 
+// Saves inside the preallocated zeros sync data only and leave the file's
+// size alone; one Save per preallocation step extends the file and syncs
+// fully. With preallocation off, every Save extends the file.
+func TestPreallocatedSavesSyncDataOnly(t *testing.T) {
+	for _, prealloc := range []int64{4096, -1} {
+		fsys := newMemFS()
+		s := mustOpen(t, fsys, "/d", Options{Preallocate: prealloc})
+		seg := "/d/" + segName(1)
+		_, s0, _ := fsys.counts()
+		d0 := fsys.dataSyncs
+		const saves = 100
+		grew := 0
+		for i := uint64(1); i <= saves; i++ {
+			size, _ := fsys.Size(seg)
+			if err := s.Save(raft.HardState{Term: 1}, testEntries(i, i, 1, 100)); err != nil {
+				t.Fatal(err)
+			}
+			if now, _ := fsys.Size(seg); now != size {
+				grew++
+			}
+		}
+		_, s1, _ := fsys.counts()
+		full, data := s1-s0-(fsys.dataSyncs-d0), fsys.dataSyncs-d0
+		if full != grew || full+data != saves {
+			t.Errorf("Preallocate %d: %d full syncs, %d data syncs, %d Saves grew the file; want a full sync exactly for each Save that grew it", prealloc, full, data, grew)
+		}
+		// About 130 bytes a Save: 13 KB in 4 KiB steps.
+		if prealloc > 0 && (grew < 2 || grew > 5) {
+			t.Errorf("Preallocate %d: %d of %d Saves grew the file, want 2-5", prealloc, grew, saves)
+		}
+		if prealloc < 0 && grew != saves {
+			t.Errorf("without preallocation %d of %d Saves grew the file", grew, saves)
+		}
+		s.Close()
+		s = mustOpen(t, fsys, "/d", Options{Preallocate: prealloc})
+		if st, _ := s.Load(); len(st.Entries) != saves {
+			t.Errorf("Preallocate %d: reopened with %d entries, want %d", prealloc, len(st.Entries), saves)
+		}
+		s.Close()
+	}
+}
+
 func TestOverwriteAppendsOnlyTheNewRecords(t *testing.T) {
 	fsys := newMemFS()
 	s := mustOpen(t, fsys, "/d", Options{})
 	if err := s.Save(raft.HardState{Term: 1}, testEntries(1, 1000, 1, 100)); err != nil {
 		t.Fatal(err)
 	}
-	before := fsys.totalSize()
+	fsys.mu.Lock()
+	before := fsys.written
+	fsys.mu.Unlock()
 	if err := s.Save(raft.HardState{Term: 1}, testEntries(10, 10, 2, 100)); err != nil {
 		t.Fatal(err)
 	}
-	if grew := fsys.totalSize() - before; grew > 200 {
-		t.Errorf("overwriting from index 10 of a 1000-entry log wrote %d bytes; want only the new record", grew)
+	fsys.mu.Lock()
+	wrote := fsys.written - before
+	fsys.mu.Unlock()
+	if wrote > 200 {
+		t.Errorf("overwriting from index 10 of a 1000-entry log wrote %d bytes; want only the new record", wrote)
 	}
 	st, _ := s.Load()
 	if len(st.Entries) != 10 || st.Entries[9].Term != 2 {
@@ -197,10 +244,13 @@ func TestTornTailOnDiskIsCut(t *testing.T) {
 	}
 	s.Close()
 	seg := filepath.Join(dir, segName(1))
-	good, _ := os.ReadFile(seg)
-	// Half of a further record, as a crash mid-write leaves it.
+	file, _ := os.ReadFile(seg)
+	good := file[:recordsEnd(t, dir)]
+	// Half of a further record in the preallocated zeros, as a crash
+	// mid-write leaves it.
 	rec := appendEntry(nil, testEntries(11, 11, 1, 50)[0], true)
-	if err := os.WriteFile(seg, append(bytes.Clone(good), rec[:len(rec)/2]...), 0o644); err != nil {
+	copy(file[len(good):], rec[:len(rec)/2])
+	if err := os.WriteFile(seg, file, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s, err = Open(dir, Options{})
@@ -215,6 +265,29 @@ func TestTornTailOnDiskIsCut(t *testing.T) {
 	if now, _ := os.ReadFile(seg); !bytes.Equal(now, good) {
 		t.Fatalf("segment is %d bytes after recovery, want the %d bytes of whole records", len(now), len(good))
 	}
+	// The cut segment takes further writes (preallocating again).
+	if err := s.Save(raft.HardState{Term: 1, Commit: 3}, testEntries(11, 12, 1, 50)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.Load(); len(st.Entries) != 12 {
+		t.Fatalf("after a Save on the cut segment: %s", describe(st))
+	}
+}
+
+// recordsEnd returns where the records of the single segment in dir end
+// (the rest of the file is preallocated zeros).
+func recordsEnd(t *testing.T, dir string) int {
+	t.Helper()
+	st, cut, err := replay(osFS{}, dir, []uint64{1})
+	if err != nil || cut >= 0 {
+		t.Fatalf("replay: cut %d, %v", cut, err)
+	}
+	return int(st.segs[0].size)
 }
 
 func TestDamageBeforeTheTailIsAnErrorNamingFileAndOffset(t *testing.T) {
@@ -231,7 +304,7 @@ func TestDamageBeforeTheTailIsAnErrorNamingFileAndOffset(t *testing.T) {
 	s.Close()
 	seg := filepath.Join(dir, segName(1))
 	data, _ := os.ReadFile(seg)
-	off := len(data) / 3
+	off := recordsEnd(t, dir) / 3
 	data[off] ^= 0x10
 	os.WriteFile(seg, data, 0o644)
 	_, err = Open(dir, Options{})

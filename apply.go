@@ -2,10 +2,12 @@ package raft
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // proposal is one caller waiting for its entry to be applied.
@@ -15,6 +17,7 @@ type proposal struct {
 	index uint64
 	term  uint64
 	done  chan proposalResult // capacity 1: delivering never blocks
+	ctx   context.Context     // the caller's, if it can be cancelled; checked by cancelExpired
 }
 
 type proposalResult struct {
@@ -28,7 +31,7 @@ func getProposal() *proposal { return proposalPool.Get().(*proposal) }
 
 // putProposal recycles p once its caller has read the result.
 func putProposal(p *proposal) {
-	p.data, p.cc, p.index, p.term = nil, nil, 0, 0
+	p.data, p.cc, p.index, p.term, p.ctx = nil, nil, 0, 0, nil
 	proposalPool.Put(p)
 }
 
@@ -63,6 +66,8 @@ type applier struct {
 	snapReq chan chan error
 	stopc   chan struct{}
 	done    chan struct{}
+	// cancelDone is closed when runCanceller returns.
+	cancelDone chan struct{}
 
 	applied      atomic.Uint64
 	lastSnap     uint64 // index of the latest snapshot taken or restored
@@ -81,6 +86,8 @@ func newApplier(n *Node, sm StateMachine, applied uint64) *applier {
 		stopc:    make(chan struct{}),
 		done:     make(chan struct{}),
 		lastSnap: applied,
+
+		cancelDone: make(chan struct{}),
 	}
 	a.applied.Store(applied)
 	return a
@@ -107,6 +114,43 @@ func (a *applier) failPending(keep uint64, err error) {
 		}
 	}
 	a.mu.Unlock()
+}
+
+// cancelExpired fails, with their context's error, the registered
+// proposals whose caller's context is done. Proposers wait only on their
+// own result channel: selecting on a context's Done channel as well costs
+// a lock on that channel per proposal, and when many goroutines share one
+// context that lock is contended (a fifth of the throughput of 64
+// proposers sharing a context was spent there). The proposal stays in the
+// log and may still commit, as with any cancelled Propose.
+func (a *applier) cancelExpired() {
+	a.mu.Lock()
+	for idx, p := range a.pending {
+		if p.ctx != nil {
+			if err := p.ctx.Err(); err != nil {
+				p.finish(nil, err)
+				delete(a.pending, idx)
+			}
+		}
+	}
+	a.mu.Unlock()
+}
+
+// runCanceller calls cancelExpired every interval until the applier
+// stops. It runs apart from the loop and the applier so that a caller's
+// context is honored even while they wait on the disk or the StateMachine.
+func (a *applier) runCanceller(interval time.Duration) {
+	defer close(a.cancelDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			a.cancelExpired()
+		case <-a.stopc:
+			return
+		}
+	}
 }
 
 func (a *applier) push(t applyTask) {
@@ -271,6 +315,7 @@ func saveSnapshot(st Storage, meta SnapshotMeta, snap Snapshot) error {
 func (a *applier) stop() {
 	close(a.stopc)
 	<-a.done
+	<-a.cancelDone
 	a.mu.Lock()
 	for idx, p := range a.pending {
 		p.finish(nil, ErrStopped)

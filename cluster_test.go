@@ -510,3 +510,53 @@ func TestSingleNodeCluster(t *testing.T) {
 		t.Fatalf("applied %v", got)
 	}
 }
+
+// A proposal that cannot commit (its leader is cut off, and check-quorum is
+// off so it keeps leading) returns its context's error: for many proposers
+// sharing one cancelled context and for a deadline of one's own. Propose
+// does not select on ctx.Done(); the applier's canceller must find them.
+func TestProposeReturnsWhenContextEndsWhileStuck(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.CheckQuorum = false })
+	lead := c.waitLeader(10 * time.Second)
+	c.mustPropose("before")
+	for _, f := range c.followers(lead) {
+		c.net.Isolate(f)
+	}
+	nd := c.nodes[lead]
+
+	shared, cancel := context.WithCancel(context.Background())
+	const proposers = 16
+	errs := make(chan error, proposers)
+	for i := range proposers {
+		go func() {
+			_, err := nd.Propose(shared, []byte(fmt.Sprintf("stuck-%d", i)))
+			errs <- err
+		}()
+	}
+	own := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, err := nd.Propose(ctx, []byte("own-deadline"))
+		own <- err
+	}()
+	wait := func(errs chan error, want error, what string) {
+		t.Helper()
+		select {
+		case err := <-errs:
+			if !errors.Is(err, want) {
+				t.Fatalf("Propose with %s on a cut-off leader: %v, want %v", what, err, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("Propose with %s did not return when the context ended", what)
+		}
+	}
+	wait(own, context.DeadlineExceeded, "a deadline")
+	cancel()
+	for range proposers {
+		wait(errs, context.Canceled, "a cancelled shared context")
+	}
+	// Healed, the cluster carries on.
+	c.net.Heal()
+	c.mustPropose("after")
+}

@@ -131,6 +131,7 @@ func NewNode(cfg Config, sm StateMachine, st Storage, tr Transport) (*Node, erro
 	}
 	n.persist = newPersister(st, n.send, n.logger.Warn)
 	go n.app.run()
+	go n.app.runCanceller(n.cfg.TickInterval)
 	go n.run()
 	return n, nil
 }
@@ -564,6 +565,11 @@ func (n *Node) Err() error {
 //   - ErrProposalDropped: cmd was not appended or was overwritten; it will
 //     not commit.
 //   - a context error after cmd was handed to the node: outcome unknown.
+//     Once cmd is queued, Propose notices ctx is done within about one
+//     TickInterval (it does not watch ctx.Done() itself: many proposers
+//     sharing one context would contend on that channel); a cmd the loop
+//     has not yet taken from its queue (the loop is blocked writing a
+//     snapshot, say) waits for the loop to take it.
 //   - ErrStopped: the node is stopped.
 //
 // cmd must not be modified after the call.
@@ -573,6 +579,9 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	}
 	p := getProposal()
 	p.data = cmd
+	if ctx.Done() != nil {
+		p.ctx = ctx
+	}
 	// Fast path: a non-blocking send locks only propc, not the channels
 	// every proposer shares (loopExit, donec), which under many concurrent
 	// proposers is where the time went.
@@ -595,11 +604,16 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	// are failed with ErrStopped). Only otherwise watch donec as well; a
 	// nil channel is never ready and, like a non-blocking receive on an
 	// open empty channel, takes no lock.
-	var stopped <-chan struct{}
 	select {
 	case <-n.loopExit:
-		stopped = n.donec
 	default:
+		// The common case: wait on p alone. If ctx is done first, the
+		// applier's canceller fails p with ctx.Err() within a tick once
+		// the loop has registered it (see cancelExpired for why this
+		// does not select on ctx.Done()).
+		r := <-p.done
+		putProposal(p)
+		return r.val, r.err
 	}
 	select {
 	case r := <-p.done:
@@ -608,7 +622,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	case <-ctx.Done():
 		// p may still be completed later; it is not recycled.
 		return nil, ctx.Err()
-	case <-stopped:
+	case <-n.donec:
 		return nil, ErrStopped
 	}
 }

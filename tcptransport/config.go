@@ -79,7 +79,9 @@ type Config struct {
 	MaxPendingHandshakes int
 	// WriteTimeout is how long one write of up to 1 MiB may make no
 	// progress before the connection is considered hung and dropped.
-	// Default 5s.
+	// Default 5s. Like ReadTimeout and IdleTimeout it is enforced with
+	// deadlines renewed lazily, so a hung peer is noticed after between
+	// the timeout and a quarter more.
 	WriteTimeout time.Duration
 	// ReadTimeout is how long the receiver waits for each 64 KiB (or the
 	// rest) of a frame it has started to receive. Default 5s.

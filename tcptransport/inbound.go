@@ -236,8 +236,11 @@ func (t *Transport) readLoop(ic *inConn, conn net.Conn, from raft.NodeID, delive
 	r := bufio.NewReaderSize(conn, 32<<10)
 	var hdr [frameHeaderLen]byte
 	var body []byte
+	rd := &lazyDeadline{set: ic.raw.SetReadDeadline}
 	for {
-		ic.raw.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+		if r.Buffered() < frameHeaderLen {
+			rd.ensure(time.Now(), cfg.IdleTimeout)
+		}
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			switch {
 			case errors.Is(err, io.EOF):
@@ -262,7 +265,7 @@ func (t *Transport) readLoop(ic *inConn, conn net.Conn, from raft.NodeID, delive
 			return fmt.Errorf("frame of %d bytes exceeds MaxFrameSize %d", n, cfg.MaxFrameSize)
 		}
 		var err error
-		if body, err = t.readBody(ic, r, body[:0], n); err != nil {
+		if body, err = t.readBody(rd, r, body[:0], n); err != nil {
 			return err
 		}
 		if crc32.Checksum(body, castagnoli) != sum {
@@ -285,12 +288,15 @@ func (t *Transport) readLoop(ic *inConn, conn net.Conn, from raft.NodeID, delive
 }
 
 // readBody reads an n-byte frame body into body, growing it only as data
-// arrives, with each chunk due within ReadTimeout.
-func (t *Transport) readBody(ic *inConn, r io.Reader, body []byte, n int) ([]byte, error) {
+// arrives, with each chunk due within ReadTimeout (a chunk already
+// buffered needs no deadline).
+func (t *Transport) readBody(rd *lazyDeadline, r *bufio.Reader, body []byte, n int) ([]byte, error) {
 	for len(body) < n {
 		chunk := min(n-len(body), readChunk)
 		body = slices.Grow(body, chunk)
-		ic.raw.SetReadDeadline(time.Now().Add(t.cfg.ReadTimeout))
+		if r.Buffered() < chunk {
+			rd.ensure(time.Now(), t.cfg.ReadTimeout)
+		}
 		k, err := io.ReadFull(r, body[len(body):len(body)+chunk])
 		body = body[:len(body)+k]
 		if err != nil {

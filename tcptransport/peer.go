@@ -29,6 +29,10 @@ type peer struct {
 	cancel context.CancelFunc
 	notify chan struct{} // 1-buffered: the queue may have grown
 
+	// Used by run's goroutine only: the write deadline of wconn.
+	wconn net.Conn
+	wd    lazyDeadline
+
 	mu         sync.Mutex
 	addr       string
 	learned    bool // addr came from the peer's hello, not the configuration
@@ -180,8 +184,12 @@ func (p *peer) run() {
 		failures int
 		dialed   bool // a connection was established before
 	)
+	// The keepalive timer is not reset on every write (that is a timer
+	// update per batch); when it fires it checks how long the connection
+	// has really been silent.
 	keepEvery := p.t.cfg.IdleTimeout / 3
 	keepalive := time.NewTimer(keepEvery)
+	var lastWrite time.Time
 	defer func() {
 		keepalive.Stop()
 		if conn != nil {
@@ -204,11 +212,16 @@ func (p *peer) run() {
 			return
 		case <-p.notify:
 		case <-keepalive.C:
+			if silent := time.Since(lastWrite); silent < keepEvery {
+				keepalive.Reset(keepEvery - silent)
+				continue
+			}
 			if conn != nil {
 				var ping [frameHeaderLen]byte
 				if err := p.write(conn, ping[:]); err != nil {
 					disconnect(err)
 				}
+				lastWrite = time.Now()
 			}
 			keepalive.Reset(keepEvery)
 			continue
@@ -256,7 +269,7 @@ func (p *peer) run() {
 		if err != nil {
 			disconnect(err)
 		}
-		keepalive.Reset(keepEvery)
+		lastWrite = time.Now()
 	}
 }
 
@@ -384,9 +397,12 @@ func (p *peer) writeBatch(conn net.Conn, batch []raft.Message, buf []byte) ([]by
 // write writes b in chunks, each of which must make progress within
 // WriteTimeout.
 func (p *peer) write(conn net.Conn, b []byte) error {
+	if p.wconn != conn {
+		p.wconn, p.wd = conn, lazyDeadline{set: conn.SetWriteDeadline}
+	}
 	for len(b) > 0 {
 		n := min(len(b), writeChunk)
-		conn.SetWriteDeadline(time.Now().Add(p.t.cfg.WriteTimeout))
+		p.wd.ensure(time.Now(), p.t.cfg.WriteTimeout)
 		k, err := conn.Write(b[:n])
 		p.stat.bytesSent.Add(uint64(k))
 		p.t.stats.bytesSent.Add(uint64(k))

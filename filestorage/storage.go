@@ -5,9 +5,9 @@
 // Every Save is one write and one sync, however many entries it holds
 // (group commit). Segments are filled with zeros ahead of the log, so most
 // Saves overwrite allocated blocks and need only fdatasync, not a journal
-// commit for a changed file size. Recovery on Open cuts a torn tail off the last segment
-// and refuses to start, with a *CorruptError naming the file and offset, on
-// any other damage. A lock file keeps a second process (or a second Open
+// commit for a changed file size. Recovery on Open cuts a torn tail off the
+// last segment and refuses to start, with a *CorruptError naming the file
+// and offset, on any other damage. A lock file keeps a second process (or a second Open
 // in this one) out of the directory.
 //
 // The on-disk format, what is synced when, and the recovery rules are

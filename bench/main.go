@@ -456,25 +456,12 @@ func tempDir(dir string) (string, func(), error) {
 // probeFsync measures how many 4 KiB append+fsync cycles per second the
 // disk under dir sustains: the ceiling of one-write-per-commit storage.
 func probeFsync(dir string, d time.Duration) (float64, error) {
-	f, err := os.CreateTemp(dir, "fsync-probe-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	buf := make([]byte, 4096)
-	n := 0
-	start := time.Now()
-	for time.Since(start) < d {
+	return probeSyncs(dir, d, 0, func(f *os.File, buf []byte, _ int64) error {
 		if _, err := f.Write(buf); err != nil {
-			return 0, err
+			return err
 		}
-		if err := f.Sync(); err != nil {
-			return 0, err
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
+		return f.Sync()
+	})
 }
 
 // probeSyncInPlace measures how many 4 KiB write+fdatasync cycles per
@@ -482,33 +469,44 @@ func probeFsync(dir string, d time.Duration) (float64, error) {
 // (no size change, so no journal commit): the fastest way this disk offers
 // to make a small write durable, and the way filestorage writes its log.
 func probeSyncInPlace(dir string, d time.Duration) (float64, error) {
+	const size = 8 << 20
+	return probeSyncs(dir, d, size, func(f *os.File, buf []byte, i int64) error {
+		if _, err := f.WriteAt(buf, i*int64(len(buf))%size); err != nil {
+			return err
+		}
+		return syncData(f)
+	})
+}
+
+// probeSyncs runs step (one durable 4 KiB write; i counts them) in a loop
+// for d on a temporary file in dir, first filled with prefill zero bytes
+// and synced, and returns the steps per second.
+func probeSyncs(dir string, d time.Duration, prefill int64, step func(f *os.File, buf []byte, i int64) error) (float64, error) {
 	f, err := os.CreateTemp(dir, "sync-probe-")
 	if err != nil {
 		return 0, err
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	const size = 8 << 20
-	buf := make([]byte, 1<<20)
-	for off := 0; off < size; off += len(buf) {
-		if _, err := f.Write(buf); err != nil {
+	if prefill > 0 {
+		zeros := make([]byte, 1<<20)
+		for off := int64(0); off < prefill; off += int64(len(zeros)) {
+			if _, err := f.Write(zeros); err != nil {
+				return 0, err
+			}
+		}
+		if err := f.Sync(); err != nil {
 			return 0, err
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
-	buf = buf[:4096]
+	buf := make([]byte, 4096)
 	for i := range buf {
 		buf[i] = byte(i)
 	}
-	n := 0
+	var n int64
 	start := time.Now()
-	for off := int64(0); time.Since(start) < d; off = (off + 4096) % size {
-		if _, err := f.WriteAt(buf, off); err != nil {
-			return 0, err
-		}
-		if err := syncData(f); err != nil {
+	for time.Since(start) < d {
+		if err := step(f, buf, n); err != nil {
 			return 0, err
 		}
 		n++

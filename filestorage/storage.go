@@ -343,21 +343,24 @@ func (s *Storage) commit() error {
 	sg := s.segs[len(s.segs)-1]
 	end := sg.size + int64(len(s.buf))
 	_, err := s.active.WriteAt(s.buf, sg.size)
-	sync := s.active.SyncData
-	if err == nil && end > sg.alloc {
-		sync = s.active.Sync
+	grow := end > sg.alloc
+	if err == nil && grow {
+		sg.alloc = end
 		if s.opts.Preallocate > 0 {
 			err = writeZeros(s.active, end, s.opts.Preallocate)
-			sg.alloc = end + s.opts.Preallocate
-		} else {
-			sg.alloc = end
+			sg.alloc += s.opts.Preallocate
 		}
 	}
 	if err != nil {
 		s.failed = fmt.Errorf("filestorage: writing %s failed; reopen the storage to recover: %w", segName(sg.seq), err)
 		return s.failed
 	}
-	if err := sync(); err != nil {
+	if grow {
+		err = s.active.Sync()
+	} else {
+		err = s.active.SyncData()
+	}
+	if err != nil {
 		s.failed = fmt.Errorf("filestorage: syncing %s failed; reopen the storage to recover: %w", segName(sg.seq), err)
 		return s.failed
 	}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ type options struct {
 	jsonOut     string
 	from        string
 	cpuProfile  string
+	traceOut    string
 	memProfile  string
 	fsyncProbe  time.Duration
 	sweepRounds int
@@ -67,6 +69,7 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "write the raw results as JSON to this file")
 	flag.StringVar(&o.from, "from", "", "do not run: load results from this JSON file (written by -json) and print/render them")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&o.traceOut, "trace", "", "write an execution trace of the whole run to this file (keep the run short)")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.StringVar(&o.benchOut, "benchfmt", "", "also write every round as a line in Go benchmark format to this file (for benchstat)")
 	flag.DurationVar(&o.fsyncProbe, "fsync-probe", time.Second, "how long to measure this disk's append+fsync rate with one writer at the start of the durable variant; for half as long, before every round, the in-place write+fdatasync rate per writer with three writers at once (0 skips both)")
@@ -181,6 +184,16 @@ func run(o options) error {
 				return err
 			}
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+		if o.traceOut != "" {
+			f, err := os.Create(o.traceOut)
+			if err != nil {
+				return err
+			}
+			if err := trace.Start(f); err != nil {
+				return err
+			}
+			defer func() { trace.Stop(); f.Close() }()
 		}
 		if o.memProfile != "" {
 			runtime.MemProfileRate = 64 << 10

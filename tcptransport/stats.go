@@ -78,6 +78,9 @@ type counters struct {
 // totals stay monotonic.
 type peerStat struct {
 	sent, dropped, bytesSent, reconnects, dialFailures atomic.Uint64
+	// Direct writes made by Send, and those the socket took only part of
+	// (not in Stats; the tests read them).
+	direct, partial atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.

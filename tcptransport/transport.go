@@ -30,6 +30,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -141,12 +142,17 @@ func (t *Transport) Start(deliver func(raft.Message)) error {
 	return nil
 }
 
-// Send queues each message for its peer and returns at once. A message is
-// dropped and counted when its peer is unknown or has no address, when the
-// peer's queue is full, or when the transport is closed.
+// Send queues each message for its peer and returns without waiting for
+// the network: small batches to an idle connection are written at once
+// with a non-blocking system call, everything else by the peer's own
+// goroutine. A message is dropped and counted when its peer is unknown or
+// has no address, when the peer's queue is full, or when the transport is
+// closed.
 func (t *Transport) Send(msgs []raft.Message) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
+	var touched [8]*peer
+	n := 0
 	for i := range msgs {
 		m := &msgs[i]
 		p := t.peers[m.To]
@@ -155,6 +161,17 @@ func (t *Transport) Send(msgs []raft.Message) {
 			continue
 		}
 		p.enqueue(*m)
+		switch {
+		case slices.Contains(touched[:n], p):
+		case n < len(touched):
+			touched[n] = p
+			n++
+		default:
+			p.flush()
+		}
+	}
+	for _, p := range touched[:n] {
+		p.flush()
 	}
 }
 

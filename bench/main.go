@@ -335,9 +335,9 @@ func runAll(o options) (*report, error) {
 			fmt.Println("note:", n)
 		}
 		vr := variantResult{Name: v, Notes: notes}
-		var probe func() (float64, error)
+		var probe func(writeSize int) (float64, error)
 		if v == "durable" && o.fsyncProbe > 0 {
-			probe = func() (float64, error) { return probeFsyncShared(dir, 3, o.fsyncProbe/2) }
+			probe = func(writeSize int) (float64, error) { return probeFsyncShared(dir, 3, writeSize, o.fsyncProbe/2) }
 		}
 		if err := runVariant(o, v, cs, &vr, probe); err != nil {
 			return nil, fmt.Errorf("variant %s: %w", v, err)
@@ -349,8 +349,9 @@ func runAll(o options) (*report, error) {
 
 // runVariant starts each contender's cluster once and measures every
 // workload, alternating contenders within each round.
-// If probe is set, it measures the disk before every round.
-func runVariant(o options, v string, cs []*contender, vr *variantResult, probe func() (float64, error)) error {
+// If probe is set, it measures the disk before every round with 4 KiB
+// writes, and after raftgo's turn with writes of raftgo's mean size.
+func runVariant(o options, v string, cs []*contender, vr *variantResult, probe func(writeSize int) (float64, error)) error {
 	if len(cs) == 0 {
 		return nil
 	}
@@ -377,7 +378,7 @@ func runVariant(o options, v string, cs []*contender, vr *variantResult, probe f
 			}
 			for r := range o.rounds {
 				if probe != nil {
-					rate, err := probe()
+					rate, err := probe(4096)
 					if err != nil {
 						return fmt.Errorf("probing the disk: %w", err)
 					}
@@ -392,6 +393,16 @@ func runVariant(o options, v string, cs []*contender, vr *variantResult, probe f
 						return fmt.Errorf("%s, %v, round %d: %w", c.name, w, r+1, err)
 					}
 					rs[i].add(s)
+					if probe != nil && s.batch > 0 {
+						// Entry records carry about 32 bytes besides the command.
+						n := int(s.batch * float64(size+32))
+						rate, err := probe(n)
+						if err != nil {
+							return fmt.Errorf("probing the disk: %w", err)
+						}
+						rs[i].roundSized = append(rs[i].roundSized, rate)
+						rs[i].WriteBytes = float64(n)
+					}
 					if o.bench != nil {
 						fmt.Fprintf(o.bench, "BenchmarkCluster/%s/%s/proposers=%d/size=%d 1 %.1f ns/op %.0f ops/s %.0f p50-ns %.0f p99-ns %.0f cpu-ns/op %.2f allocs/op %.0f B/op\n",
 							v, c.name, clients, size, float64(s.elapsed.Nanoseconds())/float64(s.ops), s.throughput,
@@ -469,7 +480,7 @@ func tempDir(dir string) (string, func(), error) {
 // probeFsync measures how many 4 KiB append+fsync cycles per second the
 // disk under dir sustains: the ceiling of one-write-per-commit storage.
 func probeFsync(dir string, d time.Duration) (float64, error) {
-	return probeSyncs(dir, d, 0, func(f *os.File, buf []byte, _ int64) error {
+	return probeSyncs(dir, d, 0, 4096, func(f *os.File, buf []byte, _ int64) error {
 		if _, err := f.Write(buf); err != nil {
 			return err
 		}
@@ -477,13 +488,15 @@ func probeFsync(dir string, d time.Duration) (float64, error) {
 	})
 }
 
-// probeSyncInPlace measures how many 4 KiB write+fdatasync cycles per
-// second the disk sustains writing into a file already filled with zeros
-// (no size change, so no journal commit): the fastest way this disk offers
-// to make a small write durable, and the way filestorage writes its log.
-func probeSyncInPlace(dir string, d time.Duration) (float64, error) {
-	const size = 8 << 20
-	return probeSyncs(dir, d, size, func(f *os.File, buf []byte, i int64) error {
+// probeSyncInPlace measures how many write+fdatasync cycles per second of
+// writeSize bytes the disk sustains writing into a file already filled
+// with zeros (no size change, so no journal commit): with 4 KiB writes, the
+// fastest way this disk offers to make a small write durable, and the way
+// filestorage writes its log.
+func probeSyncInPlace(dir string, writeSize int, d time.Duration) (float64, error) {
+	size := max(int64(8<<20), 8*int64(writeSize))
+	size -= size % int64(writeSize)
+	return probeSyncs(dir, d, size, writeSize, func(f *os.File, buf []byte, i int64) error {
 		if _, err := f.WriteAt(buf, i*int64(len(buf))%size); err != nil {
 			return err
 		}
@@ -491,10 +504,10 @@ func probeSyncInPlace(dir string, d time.Duration) (float64, error) {
 	})
 }
 
-// probeSyncs runs step (one durable 4 KiB write; i counts them) in a loop
-// for d on a temporary file in dir, first filled with prefill zero bytes
-// and synced, and returns the steps per second.
-func probeSyncs(dir string, d time.Duration, prefill int64, step func(f *os.File, buf []byte, i int64) error) (float64, error) {
+// probeSyncs runs step (one durable write of writeSize bytes; i counts
+// them) in a loop for d on a temporary file in dir, first filled with
+// prefill zero bytes and synced, and returns the steps per second.
+func probeSyncs(dir string, d time.Duration, prefill int64, writeSize int, step func(f *os.File, buf []byte, i int64) error) (float64, error) {
 	f, err := os.CreateTemp(dir, "sync-probe-")
 	if err != nil {
 		return 0, err
@@ -512,7 +525,7 @@ func probeSyncs(dir string, d time.Duration, prefill int64, step func(f *os.File
 			return 0, err
 		}
 	}
-	buf := make([]byte, 4096)
+	buf := make([]byte, writeSize)
 	for i := range buf {
 		buf[i] = byte(i)
 	}
@@ -528,9 +541,9 @@ func probeSyncs(dir string, d time.Duration, prefill int64, step func(f *os.File
 }
 
 // probeFsyncShared measures the disk as a 3-node cluster on it uses it:
-// writers goroutines each write 4 KiB in place and fdatasync in a loop, at
-// once (probeSyncInPlace). It returns the mean rate per writer.
-func probeFsyncShared(dir string, writers int, d time.Duration) (float64, error) {
+// writers goroutines each write writeSize bytes in place and fdatasync in
+// a loop, at once (probeSyncInPlace). It returns the mean rate per writer.
+func probeFsyncShared(dir string, writers, writeSize int, d time.Duration) (float64, error) {
 	rates := make([]float64, writers)
 	errs := make([]error, writers)
 	var wg sync.WaitGroup
@@ -538,7 +551,7 @@ func probeFsyncShared(dir string, writers int, d time.Duration) (float64, error)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rates[i], errs[i] = probeSyncInPlace(dir, d)
+			rates[i], errs[i] = probeSyncInPlace(dir, writeSize, d)
 		}()
 	}
 	wg.Wait()

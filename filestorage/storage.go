@@ -80,6 +80,7 @@ type Storage struct {
 	active   file
 	buf      []byte      // encoding buffer, reused
 	cached   *raft.State // what recovery read, for the first Load
+	rm       *remover    // deletes dead segments
 }
 
 var _ raft.Storage = (*Storage)(nil)
@@ -88,7 +89,11 @@ var _ raft.Storage = (*Storage)(nil)
 // returns a *CorruptError if the files are damaged anywhere but at the
 // torn tail of the last segment, and ErrLocked if the directory is in use.
 func Open(dir string, opts Options) (*Storage, error) {
-	return open(osFS{}, dir, opts)
+	s, err := open(osFS{}, dir, opts)
+	if err == nil {
+		s.rm.async = true
+	}
+	return s, err
 }
 
 func open(fsys fileSystem, dir string, opts Options) (*Storage, error) {
@@ -108,7 +113,7 @@ func open(fsys fileSystem, dir string, opts Options) (*Storage, error) {
 		}
 		return nil, fmt.Errorf("filestorage: locking %s: %w", dir, err)
 	}
-	s := &Storage{fs: fsys, dir: dir, opts: opts, lock: lock}
+	s := &Storage{fs: fsys, dir: dir, opts: opts, lock: lock, rm: newRemover(fsys, dir)}
 	if err := s.recover(); err != nil {
 		if s.active != nil {
 			s.active.Close()
@@ -307,16 +312,12 @@ func (s *Storage) rollover() error {
 
 // removeDeadSegments deletes the oldest segments while every entry in them
 // is compacted or overwritten. Everything else they held is in a later
-// segment's checkpoint.
+// segment's checkpoint. The deletions are queued to the remover and done
+// in that order, each synced.
 func (s *Storage) removeDeadSegments() error {
 	for len(s.segs) > 1 && s.segs[0].maxLive <= s.comp {
-		if err := s.fs.Remove(s.path(segName(s.segs[0].seq))); err != nil {
+		if err := s.rm.remove(s.path(segName(s.segs[0].seq))); err != nil {
 			return fmt.Errorf("filestorage: removing old segment: %w", err)
-		}
-		// Sync each removal so a crash never brings back an older segment
-		// without a newer one (that would leave a hole).
-		if err := s.fs.SyncDir(s.dir); err != nil {
-			return fmt.Errorf("filestorage: syncing %s: %w", s.dir, err)
 		}
 		s.segs = s.segs[1:]
 	}
@@ -491,7 +492,9 @@ func (s *Storage) term(i uint64) (uint64, bool) {
 
 // Compact implements raft.Storage. The compaction is synced before any
 // segment is deleted; segments whose entries are all compacted are
-// deleted, the active one excepted.
+// deleted, the active one excepted, on a background goroutine (Close
+// waits for it). It returns the error of a deletion that failed, this
+// call's or an earlier one's.
 func (s *Storage) Compact(index uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -708,6 +711,7 @@ func (s *Storage) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.rm.wait()
 	var err error
 	if s.active != nil {
 		err = s.active.Close()

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 	"testing"
 
 	"github.com/raftgo/raft"
@@ -131,6 +133,7 @@ func TestCompactionDeletesOldSegments(t *testing.T) {
 	if err := s.Compact(900); err != nil {
 		t.Fatal(err)
 	}
+	s.rm.wait() // deletions run in the background
 	segsAfter := countFiles(t, dir, ".wal")
 	if segsAfter > 4 {
 		t.Errorf("after compacting 900 of 1000 entries, %d of %d segments remain", segsAfter, segsBefore)
@@ -401,3 +404,132 @@ func TestInterruptedSnapshotLeavesNoFiles(t *testing.T) {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("injected read error") }
+
+// removeHookFS lets a test see, delay or fail deletions.
+type removeHookFS struct {
+	fileSystem
+	onRemove func(name string) error
+}
+
+func (f removeHookFS) Remove(name string) error {
+	if err := f.onRemove(name); err != nil {
+		return err
+	}
+	return f.fileSystem.Remove(name)
+}
+
+// A Compact that frees segments does not wait for their deletion: Saves
+// go on while a slow deletion runs, and Close waits for it.
+func TestSegmentDeletionDoesNotBlockSaves(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan string, 100)
+	fsys := removeHookFS{newMemFS(), func(name string) error {
+		if strings.HasSuffix(name, ".wal") {
+			started <- name
+			<-release
+		}
+		return nil
+	}}
+	s := mustOpen(t, fsys, "/d", Options{SegmentSize: 4 << 10})
+	s.rm.async = true
+	for i := uint64(0); i < 20; i++ {
+		if err := s.Save(raft.HardState{Term: 1}, testEntries(i*50+1, i*50+50, 1, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveSnapshot(raft.SnapshotMeta{Index: 900, Term: 1}, strings.NewReader("state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(900); err != nil {
+		t.Fatal(err)
+	}
+	first := <-started // the first deletion is stuck
+	if want := "/d/" + segName(1); first != want {
+		t.Fatalf("first deletion is %s, want the oldest segment %s", first, want)
+	}
+	if err := s.Save(raft.HardState{Term: 1}, testEntries(1001, 1001, 1, 100)); err != nil {
+		t.Fatalf("Save during a stuck deletion: %v", err)
+	}
+	closed := make(chan error)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a deletion was still running")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, fsys, "/d", Options{SegmentSize: 4 << 10})
+	defer s.Close()
+	if st, _ := s.Load(); st.CompactedIndex != 900 || len(st.Entries) != 101 {
+		t.Fatalf("after reopen: %s", describe(st))
+	}
+	if n := s.segmentCount(); n > 4 {
+		t.Fatalf("%d segments left after the deletions finished", n)
+	}
+}
+
+// When a deletion fails, no newer segment is deleted after it (that would
+// leave a hole the next Open refuses); the ones left are read again and
+// deleted at the next compaction after reopening.
+func TestFailedSegmentDeletionLeavesNoHole(t *testing.T) {
+	mem := newMemFS()
+	fail := true
+	var mu sync.Mutex
+	fsys := removeHookFS{mem, func(name string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail && strings.HasSuffix(name, segName(3)) {
+			return errors.New("injected: cannot delete")
+		}
+		return nil
+	}}
+	opts := Options{SegmentSize: 4 << 10}
+	s := mustOpen(t, fsys, "/d", opts)
+	s.rm.async = true
+	for i := uint64(0); i < 20; i++ {
+		if err := s.Save(raft.HardState{Term: 1}, testEntries(i*50+1, i*50+50, 1, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveSnapshot(raft.SnapshotMeta{Index: 900, Term: 1}, strings.NewReader("state")); err != nil {
+		t.Fatal(err)
+	}
+	// The failure may be reported by this Compact or, had it happened
+	// later, by the next one.
+	if err := s.Compact(900); err != nil && !strings.Contains(err.Error(), "injected") {
+		t.Fatal(err)
+	}
+	s.Close()
+	left := 0
+	for _, name := range mem.files() {
+		if strings.HasSuffix(name, ".wal") {
+			left++
+		}
+	}
+	if left < 10 {
+		t.Fatalf("only %d segments left: deletions went on past the failed one", left)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	s = mustOpen(t, fsys, "/d", opts)
+	defer s.Close()
+	if st, _ := s.Load(); st.CompactedIndex != 900 || len(st.Entries) != 100 {
+		t.Fatalf("after reopen: %s", describe(st))
+	}
+	if err := s.Save(raft.HardState{Term: 1}, testEntries(1001, 1100, 1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveSnapshot(raft.SnapshotMeta{Index: 1000, Term: 1}, strings.NewReader("state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(1000); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.segmentCount(); n > 5 {
+		t.Fatalf("%d segments tracked after compacting again", n)
+	}
+}

@@ -48,10 +48,20 @@ type Options struct {
 	// at a time. Writing into zeroed blocks lets a Save sync its data
 	// without a file-system journal commit (measured 1.5-2x more syncs per
 	// second on ext4); the cost is writing each byte of the log twice.
-	// Zero means the smaller of 4 MiB and SegmentSize; a negative value
-	// turns preallocation off (every Save then extends the file).
+	// While Saves average 32 KiB or more, where that trade no longer
+	// pays, the log is extended without zeros. Zero means the smaller of
+	// 4 MiB and SegmentSize; a negative value turns preallocation off
+	// (every Save then extends the file).
 	Preallocate int64
 }
+
+// largeWrite is the mean write size from which the log is extended
+// without zeros. Zeros spare a small write a journal commit; a large one
+// costs about the same either way, so writing every byte twice then only
+// halves the disk's bandwidth. Measured in the benchmark's durable
+// variant: 10 KiB writes were 19% faster with zeros, 66 KiB writes 18%
+// faster and 245 KiB writes 38% faster without.
+const largeWrite = 32 << 10
 
 // DefaultPreallocate is the preallocation step used when
 // Options.Preallocate is zero and the segments are at least this large.
@@ -79,6 +89,7 @@ type Storage struct {
 	segs     []*segment // in sequence order; the last is the active one
 	active   file
 	buf      []byte      // encoding buffer, reused
+	avgWrite int64       // moving average of the bytes per commit
 	cached   *raft.State // what recovery read, for the first Load
 	rm       *remover    // deletes dead segments
 }
@@ -335,19 +346,21 @@ func (s *Storage) usable() error {
 
 // commit writes s.buf to the active segment after its last record and
 // syncs it. Inside the preallocated zeros that is a data-only sync; past
-// them the file is extended by another preallocation step in the same
-// write and fully synced. A failure is permanent: after a failed write or
-// sync the file's contents are unknown (and a retried sync may report
-// success for lost data), so the Storage refuses further use until it is
-// reopened and recovered.
+// them the file is extended, by another preallocation step of zeros in the
+// same write unless writes have lately been large (see largeWrite), and
+// fully synced. A failure is permanent: after a failed write or sync the
+// file's contents are unknown (and a retried sync may report success for
+// lost data), so the Storage refuses further use until it is reopened and
+// recovered.
 func (s *Storage) commit() error {
 	sg := s.segs[len(s.segs)-1]
 	end := sg.size + int64(len(s.buf))
+	s.avgWrite += (int64(len(s.buf)) - s.avgWrite) / 8
 	_, err := s.active.WriteAt(s.buf, sg.size)
 	grow := end > sg.alloc
 	if err == nil && grow {
 		sg.alloc = end
-		if s.opts.Preallocate > 0 {
+		if s.opts.Preallocate > 0 && s.avgWrite < largeWrite {
 			err = writeZeros(s.active, end, s.opts.Preallocate)
 			sg.alloc += s.opts.Preallocate
 		}

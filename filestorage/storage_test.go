@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/raftgo/raft"
 )
@@ -531,5 +531,59 @@ func TestFailedSegmentDeletionLeavesNoHole(t *testing.T) {
 	}
 	if n := s.segmentCount(); n > 5 {
 		t.Fatalf("%d segments tracked after compacting again", n)
+	}
+}
+
+// While Saves are large the log is extended without zeros (each such Save
+// fully synced); when they are small again, zeros are written ahead again
+// and Saves sync data only.
+func TestLargeWritesExtendWithoutZeros(t *testing.T) {
+	fsys := newMemFS()
+	s := mustOpen(t, fsys, "/d", Options{Preallocate: 4096})
+	seg := "/d/" + segName(1)
+	save := func(i uint64, size int) {
+		t.Helper()
+		if err := s.Save(raft.HardState{Term: 1}, testEntries(i, i, 1, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncs := func() (full, data int) {
+		_, all, _ := fsys.counts()
+		return all - fsys.dataSyncs, fsys.dataSyncs
+	}
+	i := uint64(1)
+	for ; i <= 20; i++ { // the average passes 32 KiB after about 13
+		save(i, 40<<10)
+	}
+	full0, data0 := syncs()
+	for ; i <= 40; i++ {
+		save(i, 40<<10)
+	}
+	full1, data1 := syncs()
+	size, _ := fsys.Size(seg)
+	s.mu.Lock()
+	end := s.segs[len(s.segs)-1].size
+	s.mu.Unlock()
+	if size != end || full1-full0 != 20 || data1 != data0 {
+		t.Fatalf("large Saves: file %d bytes for %d of records; %d full and %d data syncs for 20 Saves; want no zeros and a full sync each",
+			size, end, full1-full0, data1-data0)
+	}
+	for ; i <= 200; i++ {
+		save(i, 100)
+	}
+	full2, data2 := syncs()
+	size, _ = fsys.Size(seg)
+	s.mu.Lock()
+	end = s.segs[len(s.segs)-1].size
+	s.mu.Unlock()
+	if size <= end || data2-data1 < 100 || full2-full1 > 20 {
+		t.Fatalf("small Saves again: file %d bytes for %d of records; %d full and %d data syncs for 160 Saves; want zeros ahead and mostly data syncs",
+			size, end, full2-full1, data2-data1)
+	}
+	s.Close()
+	s = mustOpen(t, fsys, "/d", Options{Preallocate: 4096})
+	defer s.Close()
+	if st, _ := s.Load(); len(st.Entries) != 200 || len(st.Entries[39].Data) != 40<<10 {
+		t.Fatalf("reopened: %s", describe(st))
 	}
 }

@@ -51,6 +51,14 @@ type Config struct {
 	// MaxInflightMsgs bounds the AppendEntries messages in flight to one
 	// follower before acknowledgements (pipelining window).
 	MaxInflightMsgs int
+	// MaxInflightBytes bounds the entry data bytes in flight to one
+	// follower: once that many are unacknowledged, the leader sends it no
+	// new entries until acknowledgements free some (one message is
+	// always allowed, so a single large entry still goes). It keeps a
+	// slow follower from making the leader queue up to MaxInflightMsgs x
+	// MaxSizePerMsg bytes for it. Zero means no byte limit; otherwise it
+	// must be at least MaxSizePerMsg. DefaultConfig sets 32 MiB.
+	MaxInflightBytes int
 	// MaxApplyBatchBytes bounds the committed entry bytes handed to the
 	// state machine in one batch.
 	MaxApplyBatchBytes int
@@ -94,6 +102,7 @@ func DefaultConfig() Config {
 		CheckQuorum:        true,
 		MaxSizePerMsg:      1 << 20,
 		MaxInflightMsgs:    256,
+		MaxInflightBytes:   32 << 20,
 		MaxApplyBatchBytes: 4 << 20,
 		SnapshotThreshold:  8192,
 		SnapshotChunkSize:  1 << 20,
@@ -129,6 +138,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInflightMsgs <= 0 {
 		bad("MaxInflightMsgs must be positive, got %d", c.MaxInflightMsgs)
+	}
+	if c.MaxInflightBytes < 0 || (c.MaxInflightBytes > 0 && c.MaxInflightBytes < c.MaxSizePerMsg) {
+		bad("MaxInflightBytes must be 0 (no limit) or at least MaxSizePerMsg (%d), got %d", c.MaxSizePerMsg, c.MaxInflightBytes)
 	}
 	if c.SnapshotChunkSize <= 0 {
 		bad("SnapshotChunkSize must be positive, got %d", c.SnapshotChunkSize)

@@ -45,6 +45,8 @@ func TestConfigValidateRejectsNonsense(t *testing.T) {
 		{"bad suffrage", func(c *Config) { c.Peers = []Server{{ID: 1, Suffrage: 9}} }, "invalid suffrage"},
 		{"zero message size", func(c *Config) { c.MaxSizePerMsg = 0 }, "MaxSizePerMsg must be positive"},
 		{"zero inflight", func(c *Config) { c.MaxInflightMsgs = 0 }, "MaxInflightMsgs must be positive"},
+		{"negative inflight bytes", func(c *Config) { c.MaxInflightBytes = -1 }, "MaxInflightBytes must be 0"},
+		{"inflight bytes below a message", func(c *Config) { c.MaxInflightBytes = c.MaxSizePerMsg - 1 }, "at least MaxSizePerMsg"},
 		{"zero apply batch", func(c *Config) { c.MaxApplyBatchBytes = 0 }, "MaxApplyBatchBytes must be positive"},
 	}
 	for _, tc := range cases {

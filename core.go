@@ -532,7 +532,7 @@ func (c *Core) configChanged() {
 }
 
 func (c *Core) newProgress() *progress {
-	return &progress{next: c.log.lastIndex() + 1, inflight: newInflights(c.cfg.MaxInflightMsgs)}
+	return &progress{next: c.log.lastIndex() + 1, inflight: newInflights(c.cfg.MaxInflightMsgs, c.cfg.MaxInflightBytes)}
 }
 
 // SnapshotMetaAt returns the metadata for a snapshot of the state machine
@@ -585,7 +585,7 @@ func (c *Core) Status() Status {
 	if c.role == Leader {
 		s.Progress = make(map[NodeID]FollowerProgress, len(c.prs))
 		for id, pr := range c.prs {
-			s.Progress[id] = FollowerProgress{Match: pr.match, Next: pr.next, State: pr.state, Inflight: pr.inflight.count, RecentActive: pr.recentActive}
+			s.Progress[id] = FollowerProgress{Match: pr.match, Next: pr.next, State: pr.state, Inflight: pr.inflight.count, InflightBytes: pr.inflight.bytes, RecentActive: pr.recentActive}
 		}
 	}
 	return s

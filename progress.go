@@ -120,45 +120,66 @@ func (p *progress) isPaused() bool {
 	}
 }
 
-// sentEntries updates flow control after an append ending at last was sent.
-func (p *progress) sentEntries(n int, last uint64) {
+// sentEntries updates flow control after an append of n entries holding
+// bytes of data, ending at last, was sent.
+func (p *progress) sentEntries(n int, last uint64, bytes int) {
 	switch p.state {
 	case StateReplicate:
 		if n > 0 {
 			p.next = last + 1
-			p.inflight.add(last)
+			p.inflight.add(last, bytes)
 		}
 	case StateProbe:
 		p.probeSent = true
 	}
 }
 
-// inflights is a bounded FIFO of the last indexes of appends in flight.
+// inflights is a bounded FIFO of the appends in flight: the last index of
+// each and its entry data bytes. It is full at size appends, or at
+// maxBytes bytes if that is set.
 type inflights struct {
-	buf   []uint64
-	start int
-	count int
-	size  int
+	buf      []inflight
+	start    int
+	count    int
+	size     int
+	bytes    int // data bytes of the appends in flight
+	maxBytes int // 0: no byte limit
 }
 
-func newInflights(size int) inflights { return inflights{size: size} }
+type inflight struct {
+	last  uint64
+	bytes int
+}
 
-func (in *inflights) full() bool { return in.count == in.size }
+func newInflights(size, maxBytes int) inflights { return inflights{size: size, maxBytes: maxBytes} }
 
-func (in *inflights) add(last uint64) {
+func (in *inflights) full() bool {
+	return in.count == in.size || (in.maxBytes > 0 && in.bytes >= in.maxBytes)
+}
+
+func (in *inflights) add(last uint64, bytes int) {
 	if in.buf == nil {
-		in.buf = make([]uint64, in.size)
+		in.buf = make([]inflight, in.size)
 	}
-	in.buf[(in.start+in.count)%in.size] = last
+	in.buf[(in.start+in.count)%in.size] = inflight{last, bytes}
 	in.count++
+	in.bytes += bytes
 }
 
 // freeTo releases every in-flight append ending at or before index.
 func (in *inflights) freeTo(index uint64) {
-	for in.count > 0 && in.buf[in.start] <= index {
+	for in.count > 0 && in.buf[in.start].last <= index {
+		in.bytes -= in.buf[in.start].bytes
 		in.start = (in.start + 1) % in.size
 		in.count--
 	}
 }
 
-func (in *inflights) reset() { in.start, in.count = 0, 0 }
+// freeFirst releases the oldest in-flight append.
+func (in *inflights) freeFirst() {
+	if in.count > 0 {
+		in.freeTo(in.buf[in.start].last)
+	}
+}
+
+func (in *inflights) reset() { in.start, in.count, in.bytes = 0, 0, 0 }

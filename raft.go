@@ -99,9 +99,10 @@ type Status struct {
 
 // FollowerProgress is a leader's view of one member's log.
 type FollowerProgress struct {
-	Match        uint64
-	Next         uint64
-	State        ProgressState
-	Inflight     int
-	RecentActive bool
+	Match         uint64
+	Next          uint64
+	State         ProgressState
+	Inflight      int // appends sent and not yet acknowledged
+	InflightBytes int // their entry data bytes (see Config.MaxInflightBytes)
+	RecentActive  bool
 }

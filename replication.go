@@ -145,7 +145,7 @@ func (c *Core) handleHeartbeatResp(m Message, pr *progress) {
 	if pr.state == StateReplicate && pr.inflight.full() {
 		// Make room so a lost append is noticed (the follower will
 		// reject the next one and we fall back to probing).
-		pr.inflight.freeTo(pr.inflight.buf[pr.inflight.start])
+		pr.inflight.freeFirst()
 	}
 	if pr.match < c.log.lastIndex() {
 		c.maybeSendAppend(m.From, true)
@@ -264,9 +264,13 @@ func (c *Core) maybeSendAppend(id NodeID, sendIfEmpty bool) bool {
 	}
 	c.send(Message{To: id, Type: MsgApp, Index: prevIndex, LogTerm: prevTerm, Entries: ents, Commit: c.log.committed})
 	if n := len(ents); n > 0 {
-		pr.sentEntries(n, ents[n-1].Index)
+		bytes := 0
+		for i := range ents {
+			bytes += len(ents[i].Data)
+		}
+		pr.sentEntries(n, ents[n-1].Index, bytes)
 	} else {
-		pr.sentEntries(0, prevIndex)
+		pr.sentEntries(0, prevIndex, 0)
 	}
 	return true
 }

@@ -59,6 +59,14 @@ type Config struct {
 	// MaxSizePerMsg bytes for it. Zero means no byte limit; otherwise it
 	// must be at least MaxSizePerMsg. DefaultConfig sets 32 MiB.
 	MaxInflightBytes int
+	// MaxUncommittedBytes bounds the data bytes of entries a leader has
+	// appended and not yet committed: past it, Propose fails at once with
+	// ErrProposalDropped (nothing is appended) until commits catch up.
+	// While a disk stalls or a quorum is unreachable this keeps a leader
+	// from growing its log and its write queue without limit. One
+	// proposal is always accepted when nothing is uncommitted, however
+	// large. Zero means no limit. DefaultConfig sets 64 MiB.
+	MaxUncommittedBytes int
 	// MaxApplyBatchBytes bounds the committed entry bytes handed to the
 	// state machine in one batch.
 	MaxApplyBatchBytes int
@@ -95,18 +103,19 @@ type Observation struct {
 // 30ms, pre-vote and check-quorum on. The caller sets ID and Peers.
 func DefaultConfig() Config {
 	return Config{
-		TickInterval:       10 * time.Millisecond,
-		ElectionTicks:      20,
-		HeartbeatTicks:     3,
-		PreVote:            true,
-		CheckQuorum:        true,
-		MaxSizePerMsg:      1 << 20,
-		MaxInflightMsgs:    256,
-		MaxInflightBytes:   32 << 20,
-		MaxApplyBatchBytes: 4 << 20,
-		SnapshotThreshold:  8192,
-		SnapshotChunkSize:  1 << 20,
-		TrailingEntries:    1024,
+		TickInterval:        10 * time.Millisecond,
+		ElectionTicks:       20,
+		HeartbeatTicks:      3,
+		PreVote:             true,
+		CheckQuorum:         true,
+		MaxSizePerMsg:       1 << 20,
+		MaxInflightMsgs:     256,
+		MaxInflightBytes:    32 << 20,
+		MaxUncommittedBytes: 64 << 20,
+		MaxApplyBatchBytes:  4 << 20,
+		SnapshotThreshold:   8192,
+		SnapshotChunkSize:   1 << 20,
+		TrailingEntries:     1024,
 	}
 }
 
@@ -141,6 +150,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInflightBytes < 0 || (c.MaxInflightBytes > 0 && c.MaxInflightBytes < c.MaxSizePerMsg) {
 		bad("MaxInflightBytes must be 0 (no limit) or at least MaxSizePerMsg (%d), got %d", c.MaxSizePerMsg, c.MaxInflightBytes)
+	}
+	if c.MaxUncommittedBytes < 0 {
+		bad("MaxUncommittedBytes must be 0 (no limit) or positive, got %d", c.MaxUncommittedBytes)
 	}
 	if c.SnapshotChunkSize <= 0 {
 		bad("SnapshotChunkSize must be positive, got %d", c.SnapshotChunkSize)

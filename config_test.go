@@ -46,6 +46,7 @@ func TestConfigValidateRejectsNonsense(t *testing.T) {
 		{"zero message size", func(c *Config) { c.MaxSizePerMsg = 0 }, "MaxSizePerMsg must be positive"},
 		{"zero inflight", func(c *Config) { c.MaxInflightMsgs = 0 }, "MaxInflightMsgs must be positive"},
 		{"negative inflight bytes", func(c *Config) { c.MaxInflightBytes = -1 }, "MaxInflightBytes must be 0"},
+		{"negative uncommitted bytes", func(c *Config) { c.MaxUncommittedBytes = -1 }, "MaxUncommittedBytes must be 0"},
 		{"inflight bytes below a message", func(c *Config) { c.MaxInflightBytes = c.MaxSizePerMsg - 1 }, "at least MaxSizePerMsg"},
 		{"zero apply batch", func(c *Config) { c.MaxApplyBatchBytes = 0 }, "MaxApplyBatchBytes must be positive"},
 	}

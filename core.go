@@ -135,6 +135,9 @@ type Core struct {
 	campaignCtx uint64
 	// leadTransferee is the target of a leadership transfer in progress.
 	leadTransferee NodeID
+	// uncommitted is the data bytes of the entries this leader appended
+	// and has not yet seen commit (Config.MaxUncommittedBytes).
+	uncommitted int
 	// pendingConfIndex is the index of the latest config entry the leader
 	// appended; a new change waits until it commits.
 	pendingConfIndex uint64
@@ -440,7 +443,9 @@ func (c *Core) Advance(rd Ready) {
 
 // Propose appends commands to the log. It returns the index of the first
 // one; the rest follow consecutively. Only a leader accepts proposals: on
-// any other node it returns a *NotLeaderError.
+// any other node it returns a *NotLeaderError. It returns
+// ErrProposalDropped, appending nothing, if the leader's entries not yet
+// committed would exceed Config.MaxUncommittedBytes.
 func (c *Core) Propose(cmds ...[]byte) (first uint64, err error) {
 	if c.role != Leader {
 		return 0, &NotLeaderError{Leader: c.lead}
@@ -448,6 +453,14 @@ func (c *Core) Propose(cmds ...[]byte) (first uint64, err error) {
 	if c.leadTransferee != None {
 		return 0, ErrProposalDropped
 	}
+	size := 0
+	for _, cmd := range cmds {
+		size += len(cmd)
+	}
+	if limit := c.cfg.MaxUncommittedBytes; limit > 0 && c.uncommitted > 0 && c.uncommitted+size > limit {
+		return 0, ErrProposalDropped
+	}
+	c.uncommitted += size
 	first = c.log.lastIndex() + 1
 	for i, cmd := range cmds {
 		c.log.append(Entry{Index: first + uint64(i), Term: c.term, Type: EntryNormal, Data: cmd})

@@ -51,3 +51,35 @@ func TestInflightBytesBoundAppendsToASilentFollower(t *testing.T) {
 		}
 	}
 }
+
+// A leader cut off from its followers accepts proposals only up to
+// MaxUncommittedBytes of uncommitted entries, then drops them at once;
+// when the followers are back and the entries commit, it accepts again.
+func TestUncommittedBytesBoundProposals(t *testing.T) {
+	s := newSimNet(t, 3, 1, func(c *Config) { c.MaxUncommittedBytes = 2000 })
+	lead := s.mustElect()
+	s.isolate(lead)
+	cmd := []byte(strings.Repeat("x", 500))
+	accepted := 0
+	for range 10 {
+		if _, err := s.cores[lead].Propose(cmd); err == nil {
+			accepted++
+		} else if err != ErrProposalDropped {
+			t.Fatalf("Propose: %v, want ErrProposalDropped", err)
+		}
+		s.flush()
+	}
+	if accepted != 4 {
+		t.Fatalf("the cut-off leader accepted %d proposals of 500 bytes with a 2000-byte bound, want 4", accepted)
+	}
+	s.heal()
+	if _, ok := s.tickUntil(200, func() bool { return s.cores[lead].Status().Commit >= s.cores[lead].Status().LastIndex }); !ok {
+		t.Fatal("the entries did not commit after healing")
+	}
+	if s.cores[lead].Role() != Leader {
+		t.Fatal("leadership moved while healing")
+	}
+	if _, err := s.cores[lead].Propose(cmd); err != nil {
+		t.Fatalf("after the entries committed, Propose: %v", err)
+	}
+}

@@ -562,8 +562,9 @@ func (n *Node) Err() error {
 // it is applied on this node. Errors say what happened to cmd:
 //   - *NotLeaderError: this node is not the leader; cmd was not appended.
 //   - ErrLeadershipLost: leadership was lost in flight; cmd may commit.
-//   - ErrProposalDropped: cmd was not appended or was overwritten; it will
-//     not commit.
+//   - ErrProposalDropped: cmd was not appended (the leader already holds
+//     Config.MaxUncommittedBytes of uncommitted entries, or is handing over
+//     leadership) or was overwritten; it will not commit.
 //   - a context error after cmd was handed to the node: outcome unknown.
 //     Once cmd is queued, Propose notices ctx is done within about one
 //     TickInterval (it does not watch ctx.Done() itself: many proposers

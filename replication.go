@@ -2,6 +2,7 @@ package raft
 
 func (c *Core) becomeLeader() {
 	c.reset(c.term)
+	c.uncommitted = 0
 	c.role, c.lead = Leader, c.id
 	c.step, c.tick = c.stepLeader, c.tickHeartbeat
 	c.prs = make(map[NodeID]*progress, len(c.config().Servers))
@@ -168,8 +169,15 @@ func (c *Core) maybeCommit() bool {
 	if t, _ := c.log.term(idx); t != c.term && !c.mutations.CommitPreviousTerm {
 		return false
 	}
+	old := c.log.committed
 	if !c.log.commitTo(idx) {
 		return false
+	}
+	if c.uncommitted > 0 {
+		for _, e := range c.log.slice(old+1, idx+1, 0) {
+			c.uncommitted -= len(e.Data)
+		}
+		c.uncommitted = max(c.uncommitted, 0)
 	}
 	c.advanceReads()
 	if !c.promotable() && c.confs.latest().index <= c.log.committed {

@@ -10,13 +10,12 @@ import "sync"
 // and a Compact that waited for it held up every Save queued behind it.
 // Tests run it inline, so every file operation happens in a fixed order.
 //
-// A segment is forgotten by the Storage when it is queued. If a deletion
-// fails, the remover deletes nothing more until the Storage is opened
-// again: the files left are a contiguous run of the oldest segments, which
-// recovery reads (their entries are compacted) and queues again. The
-// failure is returned by the next call that would queue a deletion (the
-// Compact that queued it, or a later one), as a failed deletion was before
-// deletions moved off the caller's goroutine.
+// A segment is forgotten by the Storage when it is queued. A deletion that
+// fails stays at the head of the queue with everything after it, and is
+// retried at the next kick (every Compact, rollover and log-discarding
+// snapshot kicks): deleting nothing newer meanwhile keeps the files a
+// contiguous run of segments, which is all recovery needs if the process
+// stops first.
 type remover struct {
 	fs    fileSystem
 	dir   string
@@ -25,7 +24,7 @@ type remover struct {
 	mu      sync.Mutex
 	queue   []string // paths, oldest first
 	running bool
-	failed  error
+	failed  error      // why the last attempt failed; nil after a success
 	idle    *sync.Cond // signalled when running turns false
 }
 
@@ -35,55 +34,58 @@ func newRemover(fsys fileSystem, dir string) *remover {
 	return r
 }
 
-// remove queues path for deletion. Inline, it deletes at once and returns
-// the error; on a goroutine, errors stop later deletions instead.
-func (r *remover) remove(path string) error {
+// add queues path for deletion; kick starts it.
+func (r *remover) add(path string) {
+	r.mu.Lock()
+	r.queue = append(r.queue, path)
+	r.mu.Unlock()
+}
+
+// kick deletes what is queued: inline, before returning; otherwise on a
+// goroutine, started unless one is running. It returns the error of the
+// last failed attempt: inline this one's, otherwise possibly an earlier
+// one's (nil once a deletion succeeded since).
+func (r *remover) kick() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.failed != nil {
+	if len(r.queue) == 0 || r.running {
 		return r.failed
 	}
+	r.running = true
 	if !r.async {
-		if err := r.removeOne(path); err != nil {
-			r.failed = err
-			return err
-		}
-		return nil
+		r.drainLocked()
+		return r.failed
 	}
-	r.queue = append(r.queue, path)
-	if !r.running {
-		r.running = true
-		go r.run()
-	}
-	return nil
-}
-
-func (r *remover) removeOne(path string) error {
-	if err := r.fs.Remove(path); err != nil {
-		return err
-	}
-	return r.fs.SyncDir(r.dir)
-}
-
-func (r *remover) run() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for len(r.queue) > 0 && r.failed == nil {
-		path := r.queue[0]
-		r.queue = r.queue[1:]
-		r.mu.Unlock()
-		err := r.removeOne(path)
+	go func() {
 		r.mu.Lock()
-		if err != nil {
-			r.failed = err
+		defer r.mu.Unlock()
+		r.drainLocked()
+	}()
+	return r.failed
+}
+
+// drainLocked deletes the queue in order until it is empty or a deletion
+// fails; r.mu is held, and released around each deletion.
+func (r *remover) drainLocked() {
+	for len(r.queue) > 0 {
+		path := r.queue[0]
+		r.mu.Unlock()
+		err := r.fs.Remove(path)
+		if err == nil {
+			err = r.fs.SyncDir(r.dir)
 		}
+		r.mu.Lock()
+		r.failed = err
+		if err != nil {
+			break
+		}
+		r.queue = r.queue[1:]
 	}
-	r.queue = nil
 	r.running = false
 	r.idle.Broadcast()
 }
 
-// wait returns once no deletion is queued or running.
+// wait returns once no deletion is running.
 func (r *remover) wait() {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -77,21 +77,21 @@ type Storage struct {
 
 	snapMu sync.Mutex // serializes SaveSnapshot calls (held before mu)
 
-	mu       sync.Mutex // guards everything below
-	closed   bool
-	failed   error // set when a write or sync failed: nothing is known any more
-	hs       raft.HardState
-	snap     snapInfo
-	comp     uint64
-	compTerm uint64
-	last     uint64
-	terms    termIndex
-	segs     []*segment // in sequence order; the last is the active one
-	active   file
-	buf      []byte      // encoding buffer, reused
-	avgWrite int64       // moving average of the bytes per commit
-	cached   *raft.State // what recovery read, for the first Load
-	rm       *remover    // deletes dead segments
+	mu        sync.Mutex // guards everything below
+	closed    bool
+	failed    error // set when a write or sync failed: nothing is known any more
+	hs        raft.HardState
+	snap      snapInfo
+	comp      uint64
+	compTerm  uint64
+	last      uint64
+	terms     termIndex
+	segs      []*segment // in sequence order; the last is the active one
+	active    file
+	buf       []byte      // encoding buffer, reused
+	writeAvg8 int64       // 8x the moving average of the bytes per commit
+	cached    *raft.State // what recovery read, for the first Load
+	rm        *remover    // deletes dead segments
 }
 
 var _ raft.Storage = (*Storage)(nil)
@@ -324,13 +324,15 @@ func (s *Storage) rollover() error {
 // removeDeadSegments deletes the oldest segments while every entry in them
 // is compacted or overwritten. Everything else they held is in a later
 // segment's checkpoint. The deletions are queued to the remover and done
-// in that order, each synced.
+// in that order, each synced; it returns the error of the last failed
+// deletion, which is retried.
 func (s *Storage) removeDeadSegments() error {
 	for len(s.segs) > 1 && s.segs[0].maxLive <= s.comp {
-		if err := s.rm.remove(s.path(segName(s.segs[0].seq))); err != nil {
-			return fmt.Errorf("filestorage: removing old segment: %w", err)
-		}
+		s.rm.add(s.path(segName(s.segs[0].seq)))
 		s.segs = s.segs[1:]
+	}
+	if err := s.rm.kick(); err != nil {
+		return fmt.Errorf("filestorage: deleting an old segment failed (retried at the next compaction): %w", err)
 	}
 	return nil
 }
@@ -355,12 +357,12 @@ func (s *Storage) usable() error {
 func (s *Storage) commit() error {
 	sg := s.segs[len(s.segs)-1]
 	end := sg.size + int64(len(s.buf))
-	s.avgWrite += (int64(len(s.buf)) - s.avgWrite) / 8
+	s.writeAvg8 += int64(len(s.buf)) - s.writeAvg8/8
 	_, err := s.active.WriteAt(s.buf, sg.size)
 	grow := end > sg.alloc
 	if err == nil && grow {
 		sg.alloc = end
-		if s.opts.Preallocate > 0 && s.avgWrite < largeWrite {
+		if s.opts.Preallocate > 0 && s.writeAvg8/8 < largeWrite {
 			err = writeZeros(s.active, end, s.opts.Preallocate)
 			sg.alloc += s.opts.Preallocate
 		}
@@ -506,8 +508,8 @@ func (s *Storage) term(i uint64) (uint64, bool) {
 // Compact implements raft.Storage. The compaction is synced before any
 // segment is deleted; segments whose entries are all compacted are
 // deleted, the active one excepted, on a background goroutine (Close
-// waits for it). It returns the error of a deletion that failed, this
-// call's or an earlier one's.
+// waits for it). A failed deletion is retried at the next Compact, which
+// returns its error (the compaction itself is then done and durable).
 func (s *Storage) Compact(index uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -600,7 +602,9 @@ func (s *Storage) SaveSnapshot(meta raft.SnapshotMeta, r io.Reader) error {
 		}
 	}
 	if discard {
-		return s.removeDeadSegments()
+		// The snapshot is in force; a failed deletion is retried later
+		// and must not fail it.
+		_ = s.removeDeadSegments()
 	}
 	return nil
 }

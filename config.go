@@ -60,10 +60,11 @@ type Config struct {
 	// must be at least MaxSizePerMsg. DefaultConfig sets 32 MiB.
 	MaxInflightBytes int
 	// MaxUncommittedBytes bounds the data bytes of entries a leader has
-	// appended and not yet committed: past it, Propose fails at once with
-	// ErrProposalDropped (nothing is appended) until commits catch up.
-	// While a disk stalls or a quorum is unreachable this keeps a leader
-	// from growing its log and its write queue without limit. One
+	// appended that are not yet both committed and written to its own
+	// Storage: past it, Propose fails at once with ErrProposalDropped
+	// (nothing is appended) until they catch up. While the leader's disk
+	// stalls or a quorum is unreachable this keeps it from growing its
+	// log and its write queue without limit. One
 	// proposal is always accepted when nothing is uncommitted, however
 	// large. Zero means no limit. DefaultConfig sets 64 MiB.
 	MaxUncommittedBytes int

@@ -135,9 +135,12 @@ type Core struct {
 	campaignCtx uint64
 	// leadTransferee is the target of a leadership transfer in progress.
 	leadTransferee NodeID
-	// uncommitted is the data bytes of the entries this leader appended
-	// and has not yet seen commit (Config.MaxUncommittedBytes).
-	uncommitted int
+	// uncommitted is the data bytes of the normal entries this leader
+	// appended after uncommittedMark that are not yet both committed and
+	// durable here (Config.MaxUncommittedBytes). uncommittedMark starts at
+	// the leader's no-op entry and follows min(committed, stable).
+	uncommitted     int
+	uncommittedMark uint64
 	// pendingConfIndex is the index of the latest config entry the leader
 	// appended; a new change waits until it commits.
 	pendingConfIndex uint64
@@ -437,8 +440,43 @@ func (c *Core) Advance(rd Ready) {
 					c.bcastEntries()
 				}
 			}
+			c.releaseUncommitted()
 		}
 	}
+}
+
+// admit returns how many of cmds, from the first, a leader may append
+// under Config.MaxUncommittedBytes: while nothing is pending, at least one.
+func (c *Core) admit(cmds [][]byte) int {
+	limit := c.cfg.MaxUncommittedBytes
+	if limit <= 0 {
+		return len(cmds)
+	}
+	pending := c.uncommitted
+	for i, cmd := range cmds {
+		if pending > 0 && pending+len(cmd) > limit {
+			return i
+		}
+		pending += len(cmd)
+	}
+	return len(cmds)
+}
+
+// releaseUncommitted stops counting the leader's entries that are now both
+// committed and durable on the leader. A leader whose own disk stalls may
+// see its followers commit without it; its entries still wait in its write
+// queue, so they still count.
+func (c *Core) releaseUncommitted() {
+	to := min(c.log.committed, c.log.stable)
+	if to <= c.uncommittedMark {
+		return
+	}
+	for _, e := range c.log.slice(c.uncommittedMark+1, to+1, 0) {
+		if e.Type == EntryNormal {
+			c.uncommitted -= len(e.Data)
+		}
+	}
+	c.uncommittedMark = to
 }
 
 // Propose appends commands to the log. It returns the index of the first
@@ -453,14 +491,12 @@ func (c *Core) Propose(cmds ...[]byte) (first uint64, err error) {
 	if c.leadTransferee != None {
 		return 0, ErrProposalDropped
 	}
-	size := 0
-	for _, cmd := range cmds {
-		size += len(cmd)
-	}
-	if limit := c.cfg.MaxUncommittedBytes; limit > 0 && c.uncommitted > 0 && c.uncommitted+size > limit {
+	if c.admit(cmds) < len(cmds) {
 		return 0, ErrProposalDropped
 	}
-	c.uncommitted += size
+	for _, cmd := range cmds {
+		c.uncommitted += len(cmd)
+	}
 	first = c.log.lastIndex() + 1
 	for i, cmd := range cmds {
 		c.log.append(Entry{Index: first + uint64(i), Term: c.term, Type: EntryNormal, Data: cmd})

@@ -1,8 +1,11 @@
 package raft
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A follower whose acknowledgements are lost gets no more than
@@ -81,5 +84,143 @@ func TestUncommittedBytesBoundProposals(t *testing.T) {
 	}
 	if _, err := s.cores[lead].Propose(cmd); err != nil {
 		t.Fatalf("after the entries committed, Propose: %v", err)
+	}
+}
+
+// A leader whose own disk stalls still sees its followers commit (two of
+// three are a majority), but its entries wait in its write queue, so they
+// keep counting toward MaxUncommittedBytes: past the bound its proposals
+// are dropped at once instead of queueing without limit.
+func TestStalledLeaderDiskBoundsUncommitted(t *testing.T) {
+	nw := NewNetwork(1)
+	defer nw.Close()
+	peers := []Server{{ID: 1}, {ID: 2}, {ID: 3}}
+	stores := map[NodeID]*gatedStorage{}
+	nodes := map[NodeID]*Node{}
+	var gate chan struct{}
+	defer func() {
+		if gate != nil {
+			close(gate)
+		}
+		for _, nd := range nodes {
+			nd.Stop()
+		}
+	}()
+	for _, p := range peers {
+		cfg := testConfig(p.ID)
+		cfg.Peers = peers
+		cfg.MaxUncommittedBytes = 4000
+		stores[p.ID] = &gatedStorage{MemoryStorage: NewMemoryStorage()}
+		// A disk-like Save time, so the node writes on its persister
+		// rather than inline on its loop (which a stall would block).
+		st := diskLike{stores[p.ID]}
+		nd, err := NewNode(cfg, &counterSM{}, st, nw.Transport(p.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[p.ID] = nd
+	}
+	var lead NodeID
+	waitFor(t, 10*time.Second, "a leader", func() bool {
+		for id, nd := range nodes {
+			if nd.Status().Role == Leader {
+				lead = id
+				return true
+			}
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := nodes[lead].Propose(ctx, []byte("warm-up")); err != nil {
+		t.Fatalf("warm-up proposal: %v", err)
+	}
+
+	gate = stores[lead].close()
+	results := make(chan error, 20)
+	propose := func(i int) {
+		_, err := nodes[lead].Propose(ctx, []byte(strings.Repeat(string(rune('a'+i)), 500)))
+		results <- err
+	}
+	for i := range 8 { // 4000 bytes: all fit
+		go propose(i)
+	}
+	// The followers persist and acknowledge them; the entries commit
+	// without the leader's own write.
+	waitFor(t, 10*time.Second, "the 8 entries to commit on the followers' acknowledgements", func() bool {
+		st := nodes[lead].Status()
+		return st.LastIndex >= 11 && st.Commit == st.LastIndex
+	})
+	if !stores[lead].blocked.Load() {
+		t.Fatal("the leader's write is not held: the test did not stall its disk")
+	}
+	for i := 8; i < 20; i++ {
+		go propose(i)
+	}
+	for dropped := 0; dropped < 12; dropped++ {
+		select {
+		case err := <-results:
+			if !errors.Is(err, ErrProposalDropped) {
+				t.Fatalf("while the leader's disk is stalled a proposal returned %v, want ErrProposalDropped", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of the 12 proposals past the bound were dropped", dropped)
+		}
+	}
+	select {
+	case err := <-results:
+		t.Fatalf("an accepted proposal finished (%v) while the leader's disk is stalled", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate)
+	gate = nil
+	for range 8 {
+		select {
+		case err := <-results:
+			if err != nil && !errors.Is(err, ErrLeadershipLost) {
+				t.Fatalf("an accepted proposal failed after the disk came back: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("accepted proposals did not finish after the disk came back")
+		}
+	}
+}
+
+// diskLike makes every Save take at least a millisecond.
+type diskLike struct{ *gatedStorage }
+
+func (d diskLike) Save(hs HardState, ents []Entry) error {
+	time.Sleep(time.Millisecond)
+	return d.gatedStorage.Save(hs, ents)
+}
+
+func TestAdmitTakesThePrefixThatFits(t *testing.T) {
+	c := &Core{cfg: Config{MaxUncommittedBytes: 1000}}
+	cmds := func(sizes ...int) [][]byte {
+		var out [][]byte
+		for _, n := range sizes {
+			out = append(out, make([]byte, n))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		pending int
+		sizes   []int
+		want    int
+	}{
+		{0, []int{600, 600, 600}, 1}, // the first always goes when nothing is pending
+		{0, []int{2000, 1}, 1},       // however large
+		{0, []int{300, 300, 400, 1}, 3},
+		{500, []int{400, 200}, 1},
+		{500, []int{600}, 0},
+	} {
+		c.uncommitted = tc.pending
+		if got := c.admit(cmds(tc.sizes...)); got != tc.want {
+			t.Errorf("pending %d, sizes %v: admit = %d, want %d", tc.pending, tc.sizes, got, tc.want)
+		}
+	}
+	c.cfg.MaxUncommittedBytes = 0
+	if got := c.admit(cmds(5000, 5000)); got != 2 {
+		t.Errorf("no limit: admit = %d, want 2", got)
 	}
 }

@@ -407,14 +407,25 @@ drain:
 	for _, p := range batch {
 		cmds = append(cmds, p.data)
 	}
-	idx, err := n.core.Propose(cmds...)
-	if err != nil {
-		err = n.wrapNotLeader(err)
-		for _, p := range batch {
-			p.finish(nil, err)
+	// Under Config.MaxUncommittedBytes only a prefix of the batch may fit;
+	// the rest is dropped, as it would be if proposed one by one.
+	k := len(cmds)
+	if n.core.Role() == Leader {
+		k = n.core.admit(cmds)
+	}
+	for _, p := range batch[k:] {
+		p.finish(nil, ErrProposalDropped)
+	}
+	if k > 0 {
+		idx, err := n.core.Propose(cmds[:k]...)
+		if err != nil {
+			err = n.wrapNotLeader(err)
+			for _, p := range batch[:k] {
+				p.finish(nil, err)
+			}
+		} else {
+			n.app.register(batch[:k], idx, n.core.Term())
 		}
-	} else {
-		n.app.register(batch, idx, n.core.Term())
 	}
 	clear(batch)
 	clear(cmds)

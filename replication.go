@@ -2,7 +2,6 @@ package raft
 
 func (c *Core) becomeLeader() {
 	c.reset(c.term)
-	c.uncommitted = 0
 	c.role, c.lead = Leader, c.id
 	c.step, c.tick = c.stepLeader, c.tickHeartbeat
 	c.prs = make(map[NodeID]*progress, len(c.config().Servers))
@@ -16,6 +15,7 @@ func (c *Core) becomeLeader() {
 	// Commit entries of earlier terms by committing one of ours (Raft
 	// paper, section 5.4.2; dissertation section 3.6.2).
 	c.log.append(Entry{Index: c.log.lastIndex() + 1, Term: c.term, Type: EntryNoop})
+	c.uncommitted, c.uncommittedMark = 0, c.log.lastIndex()
 	// No membership change until an entry of this term commits.
 	c.pendingConfIndex = c.log.lastIndex()
 	c.logger.Info("became leader", "term", c.term, "lastIndex", c.log.lastIndex())
@@ -169,16 +169,10 @@ func (c *Core) maybeCommit() bool {
 	if t, _ := c.log.term(idx); t != c.term && !c.mutations.CommitPreviousTerm {
 		return false
 	}
-	old := c.log.committed
 	if !c.log.commitTo(idx) {
 		return false
 	}
-	if c.uncommitted > 0 {
-		for _, e := range c.log.slice(old+1, idx+1, 0) {
-			c.uncommitted -= len(e.Data)
-		}
-		c.uncommitted = max(c.uncommitted, 0)
-	}
+	c.releaseUncommitted()
 	c.advanceReads()
 	if !c.promotable() && c.confs.latest().index <= c.log.committed {
 		// Our removal has committed: tell the others, hand leadership to

@@ -115,9 +115,7 @@ func startSender(t *testing.T, peer *fakePeer) *tcptransport.Transport {
 // every frame must arrive whole and in order, and only what the full queue
 // refused may be missing.
 func TestDirectWritesKeepOrderWhenTheSocketFills(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("direct writes are used on Unix systems only")
-	}
+	skipWithoutDirectWrites(t)
 	peer := newFakePeer(t)
 	tr := startSender(t, peer)
 	tr.Send([]raft.Message{appendMsg(1, 4096)})
@@ -162,6 +160,7 @@ func TestDirectWritesKeepOrderWhenTheSocketFills(t *testing.T) {
 // peer's goroutine drop the connection and dial again; later messages
 // arrive on the new one.
 func TestDirectWriteFailureReconnects(t *testing.T) {
+	skipWithoutDirectWrites(t)
 	peer := newFakePeer(t)
 	tr := startSender(t, peer)
 	tr.Send([]raft.Message{appendMsg(1, 8)})
@@ -201,12 +200,22 @@ func TestDirectWriteFailureReconnects(t *testing.T) {
 	if s := tr.Stats(); s.Reconnects == 0 {
 		t.Fatalf("Reconnects = 0 after a lost connection: %+v", s)
 	}
+	if direct, _ := tr.DirectWrites(2); direct == 0 {
+		t.Fatal("no direct write was made: the test did not exercise a failing one")
+	}
+}
+
+func skipWithoutDirectWrites(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("direct writes are used on Unix systems only")
+	}
 }
 
 // The write deadline is renewed only by the peer's goroutine; after a
 // quiet spell longer than WriteTimeout it has passed, and a direct write
 // must leave the message to that goroutine rather than fail.
 func TestDirectWriteAfterDeadlinePassed(t *testing.T) {
+	skipWithoutDirectWrites(t)
 	peer := newFakePeer(t)
 	cfg := testConfig(1, nil)
 	cfg.WriteTimeout = 20 * time.Millisecond
@@ -232,5 +241,8 @@ func TestDirectWriteAfterDeadlinePassed(t *testing.T) {
 	}
 	if s := tr.Stats(); s.Reconnects != 0 || s.MessagesDropped != 0 {
 		t.Fatalf("a passed deadline cost a connection: %+v", s)
+	}
+	if direct, _ := tr.DirectWrites(2); direct < 2 {
+		t.Fatalf("%d direct writes: the messages after the deadline passed did not try the direct path", direct)
 	}
 }

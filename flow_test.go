@@ -92,51 +92,15 @@ func TestUncommittedBytesBoundProposals(t *testing.T) {
 // keep counting toward MaxUncommittedBytes: past the bound its proposals
 // are dropped at once instead of queueing without limit.
 func TestStalledLeaderDiskBoundsUncommitted(t *testing.T) {
-	nw := NewNetwork(1)
-	defer nw.Close()
-	peers := []Server{{ID: 1}, {ID: 2}, {ID: 3}}
-	stores := map[NodeID]*gatedStorage{}
-	nodes := map[NodeID]*Node{}
-	var gate chan struct{}
-	defer func() {
-		if gate != nil {
-			close(gate)
-		}
-		for _, nd := range nodes {
-			nd.Stop()
-		}
-	}()
-	for _, p := range peers {
-		cfg := testConfig(p.ID)
-		cfg.Peers = peers
-		cfg.MaxUncommittedBytes = 4000
-		stores[p.ID] = &gatedStorage{MemoryStorage: NewMemoryStorage()}
-		// A disk-like Save time, so the node writes on its persister
-		// rather than inline on its loop (which a stall would block).
-		st := diskLike{stores[p.ID]}
-		nd, err := NewNode(cfg, &counterSM{}, st, nw.Transport(p.ID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[p.ID] = nd
-	}
-	var lead NodeID
-	waitFor(t, 10*time.Second, "a leader", func() bool {
-		for id, nd := range nodes {
-			if nd.Status().Role == Leader {
-				lead = id
-				return true
-			}
-		}
-		return false
-	})
+	// A disk-like Save time, so the nodes write on their persisters
+	// rather than inline on their loops (which a stall would block).
+	c := newGatedCluster(t, func(cfg *Config) { cfg.MaxUncommittedBytes = 4000 },
+		func(st *gatedStorage) Storage { return diskLike{st} })
+	nodes, stores, lead := c.nodes, c.stores, c.lead
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := nodes[lead].Propose(ctx, []byte("warm-up")); err != nil {
-		t.Fatalf("warm-up proposal: %v", err)
-	}
 
-	gate = stores[lead].close()
+	c.holdLeaderDisk()
 	results := make(chan error, 20)
 	propose := func(i int) {
 		_, err := nodes[lead].Propose(ctx, []byte(strings.Repeat(string(rune('a'+i)), 500)))
@@ -172,8 +136,7 @@ func TestStalledLeaderDiskBoundsUncommitted(t *testing.T) {
 		t.Fatalf("an accepted proposal finished (%v) while the leader's disk is stalled", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(gate)
-	gate = nil
+	c.release()
 	for range 8 {
 		select {
 		case err := <-results:

@@ -54,48 +54,12 @@ func (s *gatedStorage) holds(data string) bool {
 // leader counts itself toward the commit only once its write is done,
 // which the proposal's outcome after the gate opens shows.
 func TestLeaderReplicatesWhileItsOwnWriteIsInFlight(t *testing.T) {
-	nw := NewNetwork(1)
-	defer nw.Close()
-	peers := []Server{{ID: 1}, {ID: 2}, {ID: 3}}
-	stores := map[NodeID]*gatedStorage{}
-	nodes := map[NodeID]*Node{}
-	var gate chan struct{}
-	defer func() {
-		if gate != nil {
-			close(gate)
-		}
-		for _, nd := range nodes {
-			nd.Stop()
-		}
-	}()
-	for _, p := range peers {
-		cfg := testConfig(p.ID)
-		cfg.TickInterval = 10 * time.Millisecond // a long election timeout keeps the leader in place while its disk is held
-		cfg.Peers = peers
-		stores[p.ID] = &gatedStorage{MemoryStorage: NewMemoryStorage()}
-		nd, err := NewNode(cfg, &counterSM{}, stores[p.ID], nw.Transport(p.ID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[p.ID] = nd
-	}
-	var lead NodeID
-	waitFor(t, 10*time.Second, "a leader", func() bool {
-		for id, nd := range nodes {
-			if nd.Status().Role == Leader {
-				lead = id
-				return true
-			}
-		}
-		return false
-	})
+	c := newGatedCluster(t, nil, nil)
+	nodes, stores, lead := c.nodes, c.stores, c.lead
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := nodes[lead].Propose(ctx, []byte("warm-up")); err != nil {
-		t.Fatalf("warm-up proposal: %v", err)
-	}
 
-	gate = stores[lead].close()
+	c.holdLeaderDisk()
 	done := make(chan error, 1)
 	go func() {
 		_, err := nodes[lead].Propose(ctx, []byte("x"))
@@ -119,8 +83,7 @@ func TestLeaderReplicatesWhileItsOwnWriteIsInFlight(t *testing.T) {
 	default:
 	}
 
-	close(gate)
-	gate = nil
+	c.release()
 	select {
 	case err := <-done:
 		if err != nil && !errors.Is(err, ErrLeadershipLost) {
@@ -131,5 +94,73 @@ func TestLeaderReplicatesWhileItsOwnWriteIsInFlight(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("proposal did not finish after the leader's write was released")
+	}
+}
+
+// gatedCluster is three Nodes on gatedStorage (wrapped by wrap, if set)
+// over an in-memory network, with an elected leader that has committed a
+// warm-up proposal. The test's cleanup opens a held gate and stops the
+// nodes.
+type gatedCluster struct {
+	nodes  map[NodeID]*Node
+	stores map[NodeID]*gatedStorage
+	lead   NodeID
+	gate   chan struct{}
+}
+
+func newGatedCluster(t *testing.T, tweak func(*Config), wrap func(*gatedStorage) Storage) *gatedCluster {
+	t.Helper()
+	nw := NewNetwork(1)
+	c := &gatedCluster{nodes: map[NodeID]*Node{}, stores: map[NodeID]*gatedStorage{}}
+	t.Cleanup(func() {
+		c.release()
+		for _, nd := range c.nodes {
+			nd.Stop()
+		}
+		nw.Close()
+	})
+	peers := []Server{{ID: 1}, {ID: 2}, {ID: 3}}
+	for _, p := range peers {
+		cfg := testConfig(p.ID)
+		cfg.TickInterval = 10 * time.Millisecond // a long election timeout keeps the leader in place while its disk is held
+		cfg.Peers = peers
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		c.stores[p.ID] = &gatedStorage{MemoryStorage: NewMemoryStorage()}
+		var st Storage = c.stores[p.ID]
+		if wrap != nil {
+			st = wrap(c.stores[p.ID])
+		}
+		nd, err := NewNode(cfg, &counterSM{}, st, nw.Transport(p.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes[p.ID] = nd
+	}
+	waitFor(t, 10*time.Second, "a leader", func() bool {
+		for id, nd := range c.nodes {
+			if nd.Status().Role == Leader {
+				c.lead = id
+				return true
+			}
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.nodes[c.lead].Propose(ctx, []byte("warm-up")); err != nil {
+		t.Fatalf("warm-up proposal: %v", err)
+	}
+	return c
+}
+
+// holdLeaderDisk makes the leader's Saves of entries wait until release.
+func (c *gatedCluster) holdLeaderDisk() { c.gate = c.stores[c.lead].close() }
+
+func (c *gatedCluster) release() {
+	if c.gate != nil {
+		close(c.gate)
+		c.gate = nil
 	}
 }

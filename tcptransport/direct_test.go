@@ -99,8 +99,14 @@ func appendMsg(i uint64, size int) raft.Message {
 		Entries: []raft.Entry{{Index: i, Term: 1, Data: bytes.Repeat([]byte{byte(i)}, size)}}}
 }
 
-func startSender(t *testing.T, peer *fakePeer) *tcptransport.Transport {
-	tr := listen(t, "", testConfig(1, nil))
+// startSender starts node 1's transport (cfg, or the test default if nil)
+// with the fake node 2 as its peer.
+func startSender(t *testing.T, peer *fakePeer, cfg *tcptransport.Config) *tcptransport.Transport {
+	if cfg == nil {
+		c := testConfig(1, nil)
+		cfg = &c
+	}
+	tr := listen(t, "", *cfg)
 	t.Cleanup(func() { tr.Close() })
 	tr.SetPeers([]raft.Server{{ID: 1, Addr: tr.Addr().String()}, {ID: 2, Addr: peer.ln.Addr().String()}})
 	if err := tr.Start(func(raft.Message) {}); err != nil {
@@ -117,7 +123,7 @@ func startSender(t *testing.T, peer *fakePeer) *tcptransport.Transport {
 func TestDirectWritesKeepOrderWhenTheSocketFills(t *testing.T) {
 	skipWithoutDirectWrites(t)
 	peer := newFakePeer(t)
-	tr := startSender(t, peer)
+	tr := startSender(t, peer, nil)
 	tr.Send([]raft.Message{appendMsg(1, 4096)})
 	conn := peer.accept(t)
 	eventually(t, 10*time.Second, "first message written", func() bool { return tr.Stats().MessagesSent == 1 })
@@ -162,7 +168,7 @@ func TestDirectWritesKeepOrderWhenTheSocketFills(t *testing.T) {
 func TestDirectWriteFailureReconnects(t *testing.T) {
 	skipWithoutDirectWrites(t)
 	peer := newFakePeer(t)
-	tr := startSender(t, peer)
+	tr := startSender(t, peer, nil)
 	tr.Send([]raft.Message{appendMsg(1, 8)})
 	first := peer.accept(t)
 	eventually(t, 10*time.Second, "connection up", func() bool { return tr.Stats().Peers[2].Connected })
@@ -219,12 +225,7 @@ func TestDirectWriteAfterDeadlinePassed(t *testing.T) {
 	peer := newFakePeer(t)
 	cfg := testConfig(1, nil)
 	cfg.WriteTimeout = 20 * time.Millisecond
-	tr := listen(t, "", cfg)
-	t.Cleanup(func() { tr.Close() })
-	tr.SetPeers([]raft.Server{{ID: 1, Addr: tr.Addr().String()}, {ID: 2, Addr: peer.ln.Addr().String()}})
-	if err := tr.Start(func(raft.Message) {}); err != nil {
-		t.Fatal(err)
-	}
+	tr := startSender(t, peer, &cfg)
 	tr.Send([]raft.Message{appendMsg(1, 8)})
 	conn := peer.accept(t)
 	r := bufio.NewReader(conn)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/raftgo/raft"
 )
 
 // simOptions derives a whole run from a seed: cluster size, configuration,
@@ -19,7 +21,26 @@ import (
 // of the seeds of either profile also change the membership (see
 // withMembership).
 func simOptions(seed uint64) Options {
-	return withMembership(baseSimOptions(seed))
+	return withByteBounds(withMembership(baseSimOptions(seed)))
+}
+
+// withByteBounds gives a third of the seeds tight byte bounds on the
+// entries in flight to each follower (Config.MaxInflightBytes, one to three
+// messages' worth) and on a leader's uncommitted entries
+// (Config.MaxUncommittedBytes, one to eight messages' worth), so both
+// flow controls act under faults; clients retry dropped proposals. It
+// draws from its own source, so the other seeds run as before.
+func withByteBounds(o Options) Options {
+	r := rand.New(rand.NewPCG(o.Seed, 0xb17e5))
+	if r.IntN(3) != 0 {
+		return o
+	}
+	inflight := o.MaxSizePerMsg * (1 + r.IntN(3))
+	uncommitted := o.MaxSizePerMsg * (1 + r.IntN(8))
+	o.Configure = func(c *raft.Config) {
+		c.MaxInflightBytes, c.MaxUncommittedBytes = inflight, uncommitted
+	}
+	return o
 }
 
 // withMembership gives a quarter of the seeds membership changes: 3 to 8

@@ -101,12 +101,8 @@ func (p *peer) enqueue(m raft.Message) {
 // flush gets what enqueue queued on its way: written at once by direct,
 // or left to the peer's goroutine, which it wakes.
 func (p *peer) flush() {
-	if p.direct() {
-		return
-	}
-	select {
-	case p.notify <- struct{}{}:
-	default:
+	if !p.direct() {
+		p.wake()
 	}
 }
 
@@ -394,6 +390,7 @@ func (p *peer) run() {
 	}
 }
 
+// wake tells the peer's goroutine the queue may have grown.
 func (p *peer) wake() {
 	select {
 	case p.notify <- struct{}{}:

@@ -124,10 +124,18 @@ func (c *Core) handleAppResp(m Message, pr *progress) {
 		case StateReplicate:
 			pr.inflight.freeTo(acked)
 		}
-		if c.maybeCommit() {
+		switch {
+		case c.maybeCommit():
 			c.bcastEntries()
-		} else if wasPaused || pr.state == StateReplicate {
+		case wasPaused:
 			c.sendAppendLoop(m.From)
+		case pr.state == StateReplicate:
+			// Only new entries: an empty append here would carry
+			// nothing but the commit index, to the one follower that
+			// did not advance it (one extra round trip per proposal);
+			// like the others, it learns it from the next append or
+			// heartbeat.
+			c.sendEntriesLoop(m.From)
 		}
 		if m.From == c.leadTransferee && pr.match == c.log.lastIndex() {
 			c.send(Message{To: m.From, Type: MsgTimeoutNow})

@@ -560,3 +560,50 @@ func TestProposeReturnsWhenContextEndsWhileStuck(t *testing.T) {
 	c.net.Heal()
 	c.mustPropose("after")
 }
+
+// TestClusterWithInlineDelivery runs the cluster tests that inject faults
+// (loss, partitions, stopped and restarted nodes) with every node on a
+// readerTransport, so that messages and proposals are handled on the
+// goroutines that deliver them whenever the node is idle, and checks that
+// they were.
+func TestClusterWithInlineDelivery(t *testing.T) {
+	inlineClusters = true
+	defer func() { inlineClusters = false }()
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T)
+	}{
+		{"ElectsOneLeader", TestClusterElectsOneLeader},
+		{"ReelectionAfterLeaderStopped", TestClusterReelectionAfterLeaderStopped},
+		{"ReelectionAfterLeaderPartitioned", TestClusterReelectionAfterLeaderPartitioned},
+		{"AppliesSameOrderEverywhere", TestClusterAppliesSameOrderEverywhere},
+		{"ProgressWithMinorityDown", TestClusterProgressWithMinorityDown},
+		{"NoCommitWithMajorityDown", TestClusterNoCommitWithMajorityDown},
+		{"ProgressWithMessageLoss", TestClusterProgressWithMessageLoss},
+		{"RestartKeepsTermVoteAndLog", TestClusterRestartKeepsTermVoteAndLog},
+		{"ProposeOnFollowerReturnsNotLeader", TestClusterProposeOnFollowerReturnsNotLeader},
+		{"CallsAfterStopReturnErrStopped", TestNodeCallsAfterStopReturnErrStopped},
+		{"ReadReflectsPriorWrites", TestClusterReadReflectsPriorWrites},
+		{"SingleNode", TestSingleNodeCluster},
+	} {
+		t.Run(tc.name, tc.test)
+	}
+	t.Run("HandledInline", func(t *testing.T) {
+		c := newTestCluster(t, 3, nil)
+		lead := c.waitLeader(electTimeout)
+		for i := range 50 {
+			c.mustPropose(fmt.Sprintf("c%d", i))
+		}
+		var steps, props uint64
+		for _, nd := range c.nodes {
+			steps += nd.inlineSteps.Load()
+			props += nd.inlineProposals.Load()
+		}
+		if steps == 0 || props == 0 {
+			t.Fatalf("%d messages and %d proposals handled inline, want some of each", steps, props)
+		}
+		if n := c.nodes[lead].inlineSteps.Load(); n == 0 {
+			t.Fatal("the leader handled no acknowledgement inline")
+		}
+	})
+}

@@ -100,6 +100,7 @@ type testCluster struct {
 	nodes  map[NodeID]*Node
 	sms    map[NodeID]*counterSM
 	stores map[NodeID]*MemoryStorage
+	inline bool // nodes use readerTransports (set from inlineClusters)
 
 	// obsMu guards the election-safety record kept by the Observer hook.
 	obsMu      sync.Mutex
@@ -117,7 +118,7 @@ func testConfig(id NodeID) Config {
 }
 
 func newTestCluster(t testing.TB, n int, tweak func(*Config)) *testCluster {
-	c := &testCluster{t: t, net: NewNetwork(1), nodes: map[NodeID]*Node{}, sms: map[NodeID]*counterSM{}, stores: map[NodeID]*MemoryStorage{}, leaderOf: map[uint64]NodeID{}}
+	c := &testCluster{t: t, net: NewNetwork(1), nodes: map[NodeID]*Node{}, sms: map[NodeID]*counterSM{}, stores: map[NodeID]*MemoryStorage{}, leaderOf: map[uint64]NodeID{}, inline: inlineClusters}
 	for i := 1; i <= n; i++ {
 		c.peers = append(c.peers, Server{ID: NodeID(i)})
 	}
@@ -170,7 +171,11 @@ func (c *testCluster) start(id NodeID) *Node {
 		}
 	}
 	sm := &counterSM{}
-	nd, err := NewNode(cfg, sm, c.stores[id], c.net.Transport(id))
+	tr := c.net.Transport(id)
+	if c.inline {
+		tr = newReaderTransport(tr)
+	}
+	nd, err := NewNode(cfg, sm, c.stores[id], tr)
 	if err != nil {
 		c.t.Fatalf("start node %d: %v", id, err)
 	}
@@ -652,4 +657,51 @@ func (s *simNet) commands(id NodeID) []string {
 		}
 	}
 	return out
+}
+
+// inlineClusters makes newTestCluster give its nodes readerTransports, so
+// the cluster tests run with messages handled on the delivering goroutine
+// (see TestClusterWithInlineDelivery).
+var inlineClusters bool
+
+// readerTransport wraps an in-memory transport so that the node sees what
+// a network transport gives it: an InlineDeliverer whose messages arrive
+// on a reader goroutine of its own, with more set while others wait
+// behind them.
+type readerTransport struct {
+	Transport
+	inbox chan Message
+	quit  chan struct{}
+	done  chan struct{}
+}
+
+func newReaderTransport(tr Transport) *readerTransport {
+	return &readerTransport{Transport: tr, inbox: make(chan Message, 1024), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (r *readerTransport) StartInline(deliver func(Message, bool)) error {
+	go func() {
+		defer close(r.done)
+		for {
+			select {
+			case m := <-r.inbox:
+				deliver(m, len(r.inbox) > 0)
+			case <-r.quit:
+				return
+			}
+		}
+	}()
+	return r.Transport.Start(func(m Message) {
+		select {
+		case r.inbox <- m:
+		default: // lost, as a full socket buffer would lose it
+		}
+	})
+}
+
+func (r *readerTransport) Close() error {
+	err := r.Transport.Close()
+	close(r.quit)
+	<-r.done
+	return err
 }

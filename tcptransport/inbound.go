@@ -231,7 +231,7 @@ func describeReadErr(err error, timeout string) string {
 // readLoop reads frames from an authenticated connection and delivers
 // their messages. It returns nil when the peer closes the connection
 // between frames, or the reason it stopped.
-func (t *Transport) readLoop(ic *inConn, conn net.Conn, from raft.NodeID, deliver func(raft.Message)) error {
+func (t *Transport) readLoop(ic *inConn, conn net.Conn, from raft.NodeID, deliver func(raft.Message, bool)) error {
 	cfg := &t.cfg
 	r := bufio.NewReaderSize(conn, 32<<10)
 	var hdr [frameHeaderLen]byte
@@ -283,7 +283,7 @@ func (t *Transport) readLoop(ic *inConn, conn net.Conn, from raft.NodeID, delive
 		}
 		t.stats.received.Add(1)
 		t.stats.bytesReceived.Add(uint64(frameHeaderLen + n))
-		deliver(m)
+		deliver(m, r.Buffered() >= frameHeaderLen)
 	}
 }
 

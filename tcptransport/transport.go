@@ -56,7 +56,7 @@ type Transport struct {
 	mu      sync.RWMutex
 	started bool
 	closed  bool
-	deliver func(raft.Message)
+	deliver func(raft.Message, bool)
 	peers   map[raft.NodeID]*peer     // outgoing, one per member other than ID
 	members map[raft.NodeID]bool      // from the last SetPeers, self included
 	inbound map[*inConn]struct{}      // accepted connections, handshake or not
@@ -68,6 +68,7 @@ type Transport struct {
 }
 
 var _ raft.Transport = (*Transport)(nil)
+var _ raft.InlineDeliverer = (*Transport)(nil)
 
 // Listen creates a transport for cfg.ID accepting peers on the TCP address
 // addr ("host:port"; port 0 picks a free port, see Addr).
@@ -128,6 +129,21 @@ func (t *Transport) Start(deliver func(raft.Message)) error {
 	if deliver == nil {
 		return errors.New("tcptransport: Start needs a deliver function")
 	}
+	return t.start(func(m raft.Message, _ bool) { deliver(m) })
+}
+
+// StartInline is Start for a node that handles messages on the goroutine
+// that delivers them (see raft.InlineDeliverer). Each connection has its
+// own reader goroutine, which holds no lock while it delivers; more is set
+// when the next frame has already been read.
+func (t *Transport) StartInline(deliver func(m raft.Message, more bool)) error {
+	if deliver == nil {
+		return errors.New("tcptransport: StartInline needs a deliver function")
+	}
+	return t.start(deliver)
+}
+
+func (t *Transport) start(deliver func(raft.Message, bool)) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {

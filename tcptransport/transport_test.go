@@ -367,3 +367,57 @@ func TestStatsAddUp(t *testing.T) {
 		t.Errorf("peer 2 not reported connected: %+v", s1.Peers[2])
 	}
 }
+
+// TestStartInlineSaysWhenMoreFollow checks StartInline: messages arrive
+// whole and in order, and more is false on the last message of a batch, so
+// a node waiting for it to handle the batch is never left waiting.
+func TestStartInlineSaysWhenMoreFollow(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	tr1 := listen(t, "", testConfig(1, nil))
+	tr2 := listen(t, "", testConfig(2, nil))
+	defer tr1.Close()
+	defer tr2.Close()
+	peers := []raft.Server{{ID: 1, Addr: tr1.Addr().String()}, {ID: 2, Addr: tr2.Addr().String()}}
+	tr1.SetPeers(peers)
+	tr2.SetPeers(peers)
+	if err := tr1.Start(func(raft.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		m    raft.Message
+		more bool
+	}
+	var mu sync.Mutex
+	var seen []got
+	if err := tr2.StartInline(func(m raft.Message, more bool) {
+		mu.Lock()
+		seen = append(seen, got{m, more})
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr2.StartInline(func(raft.Message, bool) {}); err == nil {
+		t.Fatal("a second StartInline succeeded")
+	}
+	const n = 50
+	batch := make([]raft.Message, n)
+	for i := range batch {
+		batch[i] = raft.Message{Type: raft.MsgHeartbeat, From: 1, To: 2, Term: 1, Context: uint64(i + 1)}
+	}
+	tr1.Send(batch)
+	eventually(t, 10*time.Second, "the batch delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) >= n
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, g := range seen {
+		if g.m.Context != uint64(i+1) {
+			t.Fatalf("message %d has context %d: out of order", i, g.m.Context)
+		}
+	}
+	if seen[n-1].more {
+		t.Fatal("the last message of the batch said more would follow")
+	}
+}

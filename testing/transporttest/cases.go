@@ -3,6 +3,7 @@ package transporttest
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/raftgo/raft"
 )
@@ -252,6 +253,21 @@ var cases = []testCase{
 		},
 	},
 	{
+		name:     "InlineMoreEndsBatches",
+		contract: "(InlineDeliverer transports) Messages arrive through StartInline's deliver, and more is false on the last message delivered before the sender falls quiet.",
+		nodes:    2,
+		check: func(c *checker) {
+			c.startAll()
+			if !c.nodes[2].inline {
+				c.skip("the transport does not implement raft.InlineDeliverer")
+			}
+			c.deliverAll(1, 2, seqRange(7000, 7200), "a batch of 200 messages")
+			c.moreSettles(1, 2)
+			c.deliverAll(1, 2, []uint64{7500}, "a single message")
+			c.moreSettles(1, 2)
+		},
+	},
+	{
 		name:     "OutageDoesNotBlock",
 		contract: "(Outages clusters) While a node is cut off, Send to it returns promptly and other peers are unaffected; once it is back, messages flow both ways.",
 		nodes:    3,
@@ -270,6 +286,25 @@ var cases = []testCase{
 			c.deliverAll(2, 1, seqRange(6000, 6010), "messages from a node that is back")
 		},
 	},
+}
+
+// moreSettles fails the case unless, within c.wait, the latest message
+// node to received from node from was delivered with more false.
+func (c *checker) moreSettles(from, to raft.NodeID) {
+	n := c.nodes[to]
+	deadline := time.Now().Add(c.wait)
+	for {
+		n.mu.Lock()
+		more := n.lastMore[from]
+		n.mu.Unlock()
+		if !more {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.fatalf("the last message %d->%d was delivered with more set, and nothing followed within %v: more promises another message at once (a node leaves every message delivered with more to its loop)", from, to, c.wait)
+		}
+		c.waitSignal(to, 20*time.Millisecond)
+	}
 }
 
 // burstWithin sends batches of 5 messages to down and 1 to up, n times

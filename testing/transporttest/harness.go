@@ -29,15 +29,17 @@ type node struct {
 	id raft.NodeID
 
 	mu        sync.Mutex
-	tr        raft.Transport // current transport; nil while closed
-	gen       int            // generation of tr, bumped on every start
-	closedGen int            // highest generation whose Close returned
-	got       []raft.Message // every delivery, in order
-	seen      map[msgKey]int // deliveries per message
-	late      []string       // deliveries by a transport after its Close returned
-	misaddr   []string       // deliveries of messages addressed elsewhere
-	corrupt   []string       // deliveries that differ from what was sent
-	signal    chan struct{}  // 1-buffered, poked on every delivery
+	tr        raft.Transport       // current transport; nil while closed
+	gen       int                  // generation of tr, bumped on every start
+	closedGen int                  // highest generation whose Close returned
+	got       []raft.Message       // every delivery, in order
+	seen      map[msgKey]int       // deliveries per message
+	late      []string             // deliveries by a transport after its Close returned
+	misaddr   []string             // deliveries of messages addressed elsewhere
+	corrupt   []string             // deliveries that differ from what was sent
+	signal    chan struct{}        // 1-buffered, poked on every delivery
+	inline    bool                 // the transport is a raft.InlineDeliverer, started with StartInline
+	lastMore  map[raft.NodeID]bool // per sender, the more flag of its latest delivery (inline only)
 }
 
 // start builds and starts a new transport for every node of the case.
@@ -51,7 +53,7 @@ func (c *checker) startAll() {
 func (c *checker) start(id raft.NodeID) {
 	n := c.nodes[id]
 	if n == nil {
-		n = &node{c: c, id: id, seen: make(map[msgKey]int), signal: make(chan struct{}, 1)}
+		n = &node{c: c, id: id, seen: make(map[msgKey]int), signal: make(chan struct{}, 1), lastMore: make(map[raft.NodeID]bool)}
 		c.nodes[id] = n
 	}
 	tr := c.cluster.Transport(id)
@@ -63,7 +65,24 @@ func (c *checker) start(id raft.NodeID) {
 	n.gen++
 	gen := n.gen
 	n.mu.Unlock()
-	if err := tr.Start(n.deliverFunc(gen)); err != nil {
+	// A node starts an InlineDeliverer with StartInline, so that is what
+	// the suite checks.
+	deliver := n.deliverFunc(gen)
+	var err error
+	if it, ok := tr.(raft.InlineDeliverer); ok {
+		n.mu.Lock()
+		n.inline = true
+		n.mu.Unlock()
+		err = it.StartInline(func(m raft.Message, more bool) {
+			n.mu.Lock()
+			n.lastMore[m.From] = more
+			n.mu.Unlock()
+			deliver(m)
+		})
+	} else {
+		err = tr.Start(deliver)
+	}
+	if err != nil {
 		c.fatalf("node %d: Start: %v", id, err)
 	}
 	n.mu.Lock()

@@ -34,6 +34,74 @@ func TestNetworkTransportPasses(t *testing.T) {
 	Run(t, func(t *testing.T, ids []raft.NodeID) Cluster { return newMemCluster(t, ids) })
 }
 
+// readerTransport makes an in-memory transport an InlineDeliverer: it
+// delivers from a reader goroutine of its own, with more set while further
+// messages wait behind the one delivered (always, with alwaysMore: a bug).
+type readerTransport struct {
+	raft.Transport
+	alwaysMore bool
+	inbox      chan raft.Message
+	quit, done chan struct{}
+}
+
+func newReaderTransport(tr raft.Transport, alwaysMore bool) *readerTransport {
+	return &readerTransport{Transport: tr, alwaysMore: alwaysMore, inbox: make(chan raft.Message, 4096),
+		quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (r *readerTransport) StartInline(deliver func(raft.Message, bool)) error {
+	go func() {
+		defer close(r.done)
+		for {
+			select {
+			case m := <-r.inbox:
+				deliver(m, r.alwaysMore || len(r.inbox) > 0)
+			case <-r.quit:
+				return
+			}
+		}
+	}()
+	return r.Transport.Start(func(m raft.Message) {
+		select {
+		case r.inbox <- m:
+		default:
+		}
+	})
+}
+
+func (r *readerTransport) Close() error {
+	err := r.Transport.Close()
+	close(r.quit)
+	<-r.done
+	return err
+}
+
+// readerCluster runs the suite on readerTransports.
+type readerCluster struct {
+	*memCluster
+	alwaysMore bool
+}
+
+func (c *readerCluster) Transport(id raft.NodeID) raft.Transport {
+	return newReaderTransport(c.nw.Transport(id), c.alwaysMore)
+}
+
+func TestInlineTransportPasses(t *testing.T) {
+	Run(t, func(t *testing.T, ids []raft.NodeID) Cluster { return &readerCluster{memCluster: newMemCluster(t, ids)} })
+}
+
+func TestSuiteCatchesMoreThatNeverEnds(t *testing.T) {
+	i := slices.IndexFunc(cases, func(c testCase) bool { return c.name == "InlineMoreEndsBatches" })
+	factory := func(t *testing.T, ids []raft.NodeID) Cluster {
+		return &readerCluster{memCluster: newMemCluster(t, ids), alwaysMore: true}
+	}
+	res := runCase(t, cases[i], factory, time.Second)
+	if len(res.failures) == 0 {
+		t.Fatal("a transport that always sets more went unnoticed")
+	}
+	t.Logf("caught: %s", res.failures[0])
+}
+
 // bug names a deliberate fault in buggyTransport.
 type bug int
 

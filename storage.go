@@ -52,8 +52,10 @@ type State struct {
 // and the latest snapshot.
 //
 // The Node calls Load once when it starts; after that, Save and Compact are
-// called by one goroutine at a time, in order (a background writer that
-// keeps the Node's loop free while the disk works). SaveSnapshot and
+// called by one goroutine at a time, in order (mostly a background writer
+// that keeps the Node's loop free while the disk works; a Storage whose
+// Saves return within microseconds is written by whichever goroutine is
+// driving the node). SaveSnapshot and
 // Snapshot may be called from other goroutines at the same time, so
 // implementations must be safe for concurrent use.
 // Entries handed to Save are never modified afterwards; an implementation

@@ -87,7 +87,9 @@ func (c *readerCluster) Transport(id raft.NodeID) raft.Transport {
 }
 
 func TestInlineTransportPasses(t *testing.T) {
-	Run(t, func(t *testing.T, ids []raft.NodeID) Cluster { return &readerCluster{memCluster: newMemCluster(t, ids)} })
+	Run(t, func(t *testing.T, ids []raft.NodeID) Cluster {
+		return &readerCluster{memCluster: newMemCluster(t, ids)}
+	})
 }
 
 func TestSuiteCatchesMoreThatNeverEnds(t *testing.T) {

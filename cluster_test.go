@@ -585,6 +585,13 @@ func TestClusterWithInlineDelivery(t *testing.T) {
 		{"CallsAfterStopReturnErrStopped", TestNodeCallsAfterStopReturnErrStopped},
 		{"ReadReflectsPriorWrites", TestClusterReadReflectsPriorWrites},
 		{"SingleNode", TestSingleNodeCluster},
+		{"LaggingFollowerCatchesUpViaSnapshot", TestLaggingFollowerCatchesUpViaSnapshot},
+		{"SnapshotTransferUnderLossAndLeaderChange", TestSnapshotTransferUnderLossAndLeaderChange},
+		{"RestartRestoresSnapshotAndReplaysOnlyTheTail", TestRestartRestoresSnapshotAndReplaysOnlyTheTail},
+		{"GrowAndShrinkClusterWhileWriting", TestGrowAndShrinkClusterWhileWriting},
+		{"ReplaceEveryMemberUnderLoss", TestReplaceEveryMemberUnderLoss},
+		{"TransferLeadershipToEachFollowerUnderLoad", TestTransferLeadershipToEachFollowerUnderLoad},
+		{"RemovedNodeRestartDoesNotDisrupt", TestRemovedNodeRestartDoesNotDisrupt},
 	} {
 		t.Run(tc.name, tc.test)
 	}
@@ -604,6 +611,18 @@ func TestClusterWithInlineDelivery(t *testing.T) {
 		}
 		if n := c.nodes[lead].inlineSteps.Load(); n == 0 {
 			t.Fatal("the leader handled no acknowledgement inline")
+		}
+		// A follower refuses proposals on its loop: callers retrying at
+		// once must not contend with the loop for the Core.
+		f := c.followers(lead)[0]
+		before := c.nodes[f].inlineProposals.Load()
+		for range 20 {
+			if _, err := c.nodes[f].Propose(context.Background(), []byte("x")); !isNotLeader(err) {
+				t.Fatalf("Propose on follower %d: %v, want a NotLeaderError", f, err)
+			}
+		}
+		if n := c.nodes[f].inlineProposals.Load() - before; n != 0 {
+			t.Fatalf("follower handled %d proposals inline, want none", n)
 		}
 	})
 }

@@ -665,43 +665,60 @@ func (s *simNet) commands(id NodeID) []string {
 var inlineClusters bool
 
 // readerTransport wraps an in-memory transport so that the node sees what
-// a network transport gives it: an InlineDeliverer whose messages arrive
-// on a reader goroutine of its own, with more set while others wait
-// behind them.
+// a network transport gives it: an InlineDeliverer whose messages arrive on
+// a reader goroutine per sender (as on one connection per peer), with more
+// set while others from that sender wait behind them.
 type readerTransport struct {
 	Transport
-	inbox chan Message
-	quit  chan struct{}
-	done  chan struct{}
+	mu      sync.Mutex
+	readers map[NodeID]chan Message
+	deliver func(Message, bool)
+	quit    chan struct{}
+	wg      sync.WaitGroup
 }
 
 func newReaderTransport(tr Transport) *readerTransport {
-	return &readerTransport{Transport: tr, inbox: make(chan Message, 1024), quit: make(chan struct{}), done: make(chan struct{})}
+	return &readerTransport{Transport: tr, readers: map[NodeID]chan Message{}, quit: make(chan struct{})}
 }
 
 func (r *readerTransport) StartInline(deliver func(Message, bool)) error {
-	go func() {
-		defer close(r.done)
-		for {
-			select {
-			case m := <-r.inbox:
-				deliver(m, len(r.inbox) > 0)
-			case <-r.quit:
-				return
-			}
-		}
-	}()
+	r.deliver = deliver
 	return r.Transport.Start(func(m Message) {
 		select {
-		case r.inbox <- m:
+		case r.reader(m.From) <- m:
 		default: // lost, as a full socket buffer would lose it
 		}
 	})
 }
 
+// reader returns the inbox of the reader goroutine for messages from id,
+// starting it on first use.
+func (r *readerTransport) reader(id NodeID) chan Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.readers[id]
+	if in == nil {
+		in = make(chan Message, 1024)
+		r.readers[id] = in
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for {
+				select {
+				case m := <-in:
+					r.deliver(m, len(in) > 0)
+				case <-r.quit:
+					return
+				}
+			}
+		}()
+	}
+	return in
+}
+
 func (r *readerTransport) Close() error {
 	err := r.Transport.Close()
 	close(r.quit)
-	<-r.done
+	r.wg.Wait()
 	return err
 }

@@ -41,7 +41,7 @@ type Node struct {
 	// coreMu guards the Core and every field marked "loop only" (the
 	// goroutine holding it acts as the loop). See the type's comment.
 	coreMu sync.Mutex
-	halted bool // set under coreMu once the node must stop; nothing touches the Core after
+	halted bool // set under coreMu once the node must stop; nothing steps the Core or carries out its effects after (a do request still runs, and its effects are dropped)
 	// obsQueue holds observations for cfg.Observer, which is only ever
 	// called on the loop goroutine, in order, without coreMu held.
 	obsQueue []Observation
@@ -188,16 +188,17 @@ func (n *Node) deliver(m Message) {
 }
 
 // deliverInline is deliver for an InlineDeliverer transport: when the node
-// is idle and m is worth handling at once (see handleNow), it steps m, and
-// any messages queued for the loop, and carries out the effects on the
-// calling goroutine. Snapshot chunks, whose handling writes to Storage,
-// always go to the loop.
+// is idle and m is worth handling at once (see handleNow), it steps m and
+// carries out the effects on the calling goroutine. Messages queued for
+// the loop stay there: the loop, woken when they were queued, steps them
+// in order (one it has taken but not yet stepped would otherwise be
+// overtaken). Snapshot chunks, whose handling writes to Storage, always go
+// to the loop.
 func (n *Node) deliverInline(m Message, more bool) {
 	if m.Type != MsgSnap && n.coreMu.TryLock() {
 		if !n.halted && n.handleNow(m, more) {
 			n.inlineSteps.Add(1)
 			n.step(m)
-			n.stepQueued()
 			n.settle(false)
 			return
 		}
@@ -771,16 +772,20 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 }
 
 // proposeInline proposes p on the calling goroutine, sparing the loop a
-// wake-up, if the node is idle: nothing queued, and every entry committed.
-// With entries in flight more proposals are likely on their way, and the
-// loop proposes them in fewer, larger batches (proposing inline under load
-// halved the in-memory benchmark's 64-proposer throughput). It reports
-// whether it took p.
+// wake-up, if the node leads and is idle: nothing queued, and every entry
+// committed. With entries in flight more proposals are likely on their
+// way, and the loop proposes them in fewer, larger batches (proposing
+// inline under load halved the in-memory benchmark's 64-proposer
+// throughput). A node that does not lead (or is handing leadership over)
+// leaves the refusal to the loop: callers retrying at once would
+// otherwise contend for coreMu without ever blocking, starving the loop's
+// ticks and delaying the election they wait for. It reports whether it
+// took p.
 func (n *Node) proposeInline(p *proposal) bool {
 	if len(n.propc) > 0 || !n.coreMu.TryLock() {
 		return false
 	}
-	if n.halted || n.core.log.committed != n.core.log.lastIndex() {
+	if n.halted || n.core.Role() != Leader || n.core.leadTransferee != None || n.core.log.committed != n.core.log.lastIndex() {
 		n.coreMu.Unlock()
 		return false
 	}

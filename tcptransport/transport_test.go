@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -419,5 +420,10 @@ func TestStartInlineSaysWhenMoreFollow(t *testing.T) {
 	}
 	if seen[n-1].more {
 		t.Fatal("the last message of the batch said more would follow")
+	}
+	// The batch left in one write, so the reader had the rest of it
+	// buffered when it delivered the first.
+	if !slices.ContainsFunc(seen, func(g got) bool { return g.more }) {
+		t.Fatal("no message of a batch written at once was delivered with more set")
 	}
 }

@@ -268,6 +268,21 @@ var cases = []testCase{
 		},
 	},
 	{
+		name:     "InlineDeliverMaySend",
+		contract: "(InlineDeliverer transports) deliver may call SetPeers and Send on the transport that is delivering, as a node does: the replies arrive and nothing deadlocks.",
+		nodes:    2,
+		check: func(c *checker) {
+			c.startAll()
+			if !c.nodes[2].inline {
+				c.skip("the transport does not implement raft.InlineDeliverer")
+			}
+			c.nodes[2].mu.Lock()
+			c.nodes[2].echo = true
+			c.nodes[2].mu.Unlock()
+			c.deliverEchoes(1, 2, seqRange(echoSeq, echoSeq+20))
+		},
+	},
+	{
 		name:     "OutageDoesNotBlock",
 		contract: "(Outages clusters) While a node is cut off, Send to it returns promptly and other peers are unaffected; once it is back, messages flow both ways.",
 		nodes:    3,
@@ -304,6 +319,28 @@ func (c *checker) moreSettles(from, to raft.NodeID) {
 			c.fatalf("the last message %d->%d was delivered with more set, and nothing followed within %v: more promises another message at once (a node leaves every message delivered with more to its loop)", from, to, c.wait)
 		}
 		c.waitSignal(to, 20*time.Millisecond)
+	}
+}
+
+// deliverEchoes sends seqs from -> to, resending those whose answer (sent
+// by to from inside its deliver) has not come back, until every answer
+// has, or fails the case after c.wait: a transport whose deliver holds a
+// lock that Send or SetPeers needs stops delivering.
+func (c *checker) deliverEchoes(from, to raft.NodeID, seqs []uint64) {
+	deadline := time.Now().Add(c.wait)
+	pending := slices.Clone(seqs)
+	for len(pending) > 0 {
+		if time.Now().After(deadline) {
+			c.fatalf("%d of %d answers sent from inside deliver %d->%d did not arrive within %v (first missing seq %d)",
+				len(pending), len(seqs), to, from, c.wait, pending[0]+echoSpan)
+		}
+		msgs := make([]raft.Message, 0, len(pending))
+		for _, s := range pending {
+			msgs = append(msgs, testMessage(from, to, s))
+		}
+		c.send(from, msgs)
+		c.waitSignal(from, resendEvery)
+		pending = slices.DeleteFunc(pending, func(s uint64) bool { return c.delivered(from, to, s+echoSpan) > 0 })
 	}
 }
 

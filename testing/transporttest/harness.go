@@ -40,7 +40,16 @@ type node struct {
 	signal    chan struct{}        // 1-buffered, poked on every delivery
 	inline    bool                 // the transport is a raft.InlineDeliverer, started with StartInline
 	lastMore  map[raft.NodeID]bool // per sender, the more flag of its latest delivery (inline only)
+	echo      bool                 // answer echoSeq messages from inside deliver (inline only)
 }
+
+// Messages in [echoSeq, echoSeq+echoSpan) are answered, when a node's echo
+// is set, from inside its deliver callback with seq+echoSpan, after a
+// SetPeers call: what a node does on a transport's reader goroutine.
+const (
+	echoSeq  = 8000
+	echoSpan = 1000
+)
 
 // start builds and starts a new transport for every node of the case.
 func (c *checker) startAll() {
@@ -76,8 +85,13 @@ func (c *checker) start(id raft.NodeID) {
 		err = it.StartInline(func(m raft.Message, more bool) {
 			n.mu.Lock()
 			n.lastMore[m.From] = more
+			echo := n.echo && m.Index >= echoSeq && m.Index < echoSeq+echoSpan
 			n.mu.Unlock()
 			deliver(m)
+			if echo {
+				tr.SetPeers(c.cluster.Peers())
+				tr.Send([]raft.Message{testMessage(n.id, m.From, m.Index+echoSpan)})
+			}
 		})
 	} else {
 		err = tr.Start(deliver)

@@ -36,17 +36,21 @@ func TestNetworkTransportPasses(t *testing.T) {
 
 // readerTransport makes an in-memory transport an InlineDeliverer: it
 // delivers from a reader goroutine of its own, with more set while further
-// messages wait behind the one delivered (always, with alwaysMore: a bug).
+// messages wait behind the one delivered. Two bugs can be switched on:
+// alwaysMore sets more on every delivery; lockedDeliver holds a lock while
+// delivering that Send needs too (Send waits for it until Close).
 type readerTransport struct {
 	raft.Transport
-	alwaysMore bool
-	inbox      chan raft.Message
-	quit, done chan struct{}
+	alwaysMore    bool
+	lockedDeliver bool
+	sendMu        sync.Mutex
+	inbox         chan raft.Message
+	quit, done    chan struct{}
 }
 
-func newReaderTransport(tr raft.Transport, alwaysMore bool) *readerTransport {
-	return &readerTransport{Transport: tr, alwaysMore: alwaysMore, inbox: make(chan raft.Message, 4096),
-		quit: make(chan struct{}), done: make(chan struct{})}
+func newReaderTransport(tr raft.Transport, alwaysMore, lockedDeliver bool) *readerTransport {
+	return &readerTransport{Transport: tr, alwaysMore: alwaysMore, lockedDeliver: lockedDeliver,
+		inbox: make(chan raft.Message, 4096), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
 func (r *readerTransport) StartInline(deliver func(raft.Message, bool)) error {
@@ -55,7 +59,13 @@ func (r *readerTransport) StartInline(deliver func(raft.Message, bool)) error {
 		for {
 			select {
 			case m := <-r.inbox:
+				if r.lockedDeliver {
+					r.sendMu.Lock()
+				}
 				deliver(m, r.alwaysMore || len(r.inbox) > 0)
+				if r.lockedDeliver {
+					r.sendMu.Unlock()
+				}
 			case <-r.quit:
 				return
 			}
@@ -69,6 +79,20 @@ func (r *readerTransport) StartInline(deliver func(raft.Message, bool)) error {
 	})
 }
 
+func (r *readerTransport) Send(msgs []raft.Message) {
+	if r.lockedDeliver {
+		for !r.sendMu.TryLock() {
+			select {
+			case <-r.quit:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+		defer r.sendMu.Unlock()
+	}
+	r.Transport.Send(msgs)
+}
+
 func (r *readerTransport) Close() error {
 	err := r.Transport.Close()
 	close(r.quit)
@@ -79,11 +103,11 @@ func (r *readerTransport) Close() error {
 // readerCluster runs the suite on readerTransports.
 type readerCluster struct {
 	*memCluster
-	alwaysMore bool
+	alwaysMore, lockedDeliver bool
 }
 
 func (c *readerCluster) Transport(id raft.NodeID) raft.Transport {
-	return newReaderTransport(c.nw.Transport(id), c.alwaysMore)
+	return newReaderTransport(c.nw.Transport(id), c.alwaysMore, c.lockedDeliver)
 }
 
 func TestInlineTransportPasses(t *testing.T) {
@@ -92,16 +116,27 @@ func TestInlineTransportPasses(t *testing.T) {
 	})
 }
 
-func TestSuiteCatchesMoreThatNeverEnds(t *testing.T) {
-	i := slices.IndexFunc(cases, func(c testCase) bool { return c.name == "InlineMoreEndsBatches" })
-	factory := func(t *testing.T, ids []raft.NodeID) Cluster {
-		return &readerCluster{memCluster: newMemCluster(t, ids), alwaysMore: true}
+func TestSuiteCatchesBrokenInlineTransports(t *testing.T) {
+	for _, tt := range []struct {
+		name, caseName string
+		cluster        func(*memCluster) Cluster
+	}{
+		{"AlwaysMore", "InlineMoreEndsBatches", func(m *memCluster) Cluster { return &readerCluster{memCluster: m, alwaysMore: true} }},
+		{"LockedDeliver", "InlineDeliverMaySend", func(m *memCluster) Cluster { return &readerCluster{memCluster: m, lockedDeliver: true} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			i := slices.IndexFunc(cases, func(c testCase) bool { return c.name == tt.caseName })
+			if i < 0 {
+				t.Fatalf("no case %q", tt.caseName)
+			}
+			factory := func(t *testing.T, ids []raft.NodeID) Cluster { return tt.cluster(newMemCluster(t, ids)) }
+			res := runCase(t, cases[i], factory, time.Second)
+			if len(res.failures) == 0 {
+				t.Fatalf("%s went unnoticed by case %s", tt.name, tt.caseName)
+			}
+			t.Logf("caught by %s: %s", tt.caseName, res.failures[0])
+		})
 	}
-	res := runCase(t, cases[i], factory, time.Second)
-	if len(res.failures) == 0 {
-		t.Fatal("a transport that always sets more went unnoticed")
-	}
-	t.Logf("caught: %s", res.failures[0])
 }
 
 // bug names a deliberate fault in buggyTransport.

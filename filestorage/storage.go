@@ -251,7 +251,7 @@ func (s *Storage) createSegment(seq uint64) (int64, error) {
 	}
 	size := int64(len(s.buf))
 	_, err = f.Write(s.buf)
-	if err == nil && s.opts.Preallocate > 0 {
+	if err == nil && s.zeroAhead() {
 		err = writeZeros(f, size, s.opts.Preallocate)
 		size += s.opts.Preallocate
 	}
@@ -271,6 +271,16 @@ func (s *Storage) createSegment(seq uint64) (int64, error) {
 		return 0, fmt.Errorf("filestorage: creating segment %s: %w", segName(seq), err)
 	}
 	return size, nil
+}
+
+// zeroAhead reports whether the log should be extended with zeros ahead
+// of it: yes while writes are small, so that their syncs find the blocks
+// allocated and need no journal commit; no once they average largeWrite
+// or more, when writing every byte twice costs more than that saves. The
+// same rule holds for a new segment, which would otherwise start with
+// Preallocate bytes of zeros written and synced on the write path.
+func (s *Storage) zeroAhead() bool {
+	return s.opts.Preallocate > 0 && s.writeAvg8/8 < largeWrite
 }
 
 // zeros is a source of zero bytes for preallocation.
@@ -362,7 +372,7 @@ func (s *Storage) commit() error {
 	grow := end > sg.alloc
 	if err == nil && grow {
 		sg.alloc = end
-		if s.opts.Preallocate > 0 && s.writeAvg8/8 < largeWrite {
+		if s.zeroAhead() {
 			err = writeZeros(s.active, end, s.opts.Preallocate)
 			sg.alloc += s.opts.Preallocate
 		}

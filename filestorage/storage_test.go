@@ -594,3 +594,46 @@ func TestLargeWritesExtendWithoutZeros(t *testing.T) {
 		t.Fatalf("reopened: %s", describe(st))
 	}
 }
+
+// TestNewSegmentFollowsTheWriteSize checks that a segment begun while
+// writes are large starts without zeros ahead (they would be written and
+// synced on the write path, only to be overwritten), and one begun while
+// writes are small starts with them.
+func TestNewSegmentFollowsTheWriteSize(t *testing.T) {
+	fsys := newMemFS()
+	const prealloc = 64 << 10
+	s := mustOpen(t, fsys, "/d", Options{Preallocate: prealloc, SegmentSize: 1 << 20})
+	defer s.Close()
+	i := uint64(1)
+	// saveUntilNewSegment saves entries of size bytes until a new segment
+	// is begun, and returns how far its file extends beyond its records.
+	saveUntilNewSegment := func(size int) int64 {
+		t.Helper()
+		s.mu.Lock()
+		n := len(s.segs)
+		s.mu.Unlock()
+		for ; ; i++ {
+			if err := s.Save(raft.HardState{Term: 1}, testEntries(i, i, 1, size)); err != nil {
+				t.Fatal(err)
+			}
+			s.mu.Lock()
+			sg := s.segs[len(s.segs)-1]
+			begun, seq, used := len(s.segs) > n, sg.seq, sg.size
+			s.mu.Unlock()
+			if begun {
+				i++
+				fileSize, err := fsys.Size("/d/" + segName(seq))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fileSize - used
+			}
+		}
+	}
+	if extra := saveUntilNewSegment(40 << 10); extra != 0 {
+		t.Fatalf("segment begun during 40 KiB writes has %d bytes beyond its records, want no zeros", extra)
+	}
+	if extra := saveUntilNewSegment(100); extra <= 0 {
+		t.Fatalf("segment begun during 100 B writes has %d bytes beyond its records, want zeros ahead", extra)
+	}
+}

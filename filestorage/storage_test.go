@@ -601,39 +601,50 @@ func TestLargeWritesExtendWithoutZeros(t *testing.T) {
 // writes are small starts with them.
 func TestNewSegmentFollowsTheWriteSize(t *testing.T) {
 	fsys := newMemFS()
-	const prealloc = 64 << 10
-	s := mustOpen(t, fsys, "/d", Options{Preallocate: prealloc, SegmentSize: 1 << 20})
+	// Zeros ahead (64 KiB) outlast a 40 KiB write, so they would show.
+	s := mustOpen(t, fsys, "/d", Options{Preallocate: 64 << 10, SegmentSize: 256 << 10})
 	defer s.Close()
 	i := uint64(1)
-	// saveUntilNewSegment saves entries of size bytes until a new segment
-	// is begun, and returns how far its file extends beyond its records.
-	saveUntilNewSegment := func(size int) int64 {
+	save := func(size int) (newSegment bool) {
 		t.Helper()
 		s.mu.Lock()
 		n := len(s.segs)
 		s.mu.Unlock()
-		for ; ; i++ {
-			if err := s.Save(raft.HardState{Term: 1}, testEntries(i, i, 1, size)); err != nil {
-				t.Fatal(err)
-			}
-			s.mu.Lock()
-			sg := s.segs[len(s.segs)-1]
-			begun, seq, used := len(s.segs) > n, sg.seq, sg.size
-			s.mu.Unlock()
-			if begun {
-				i++
-				fileSize, err := fsys.Size("/d/" + segName(seq))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return fileSize - used
-			}
+		if err := s.Save(raft.HardState{Term: 1}, testEntries(i, i, 1, size)); err != nil {
+			t.Fatal(err)
 		}
+		i++
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.segs) > n
 	}
-	if extra := saveUntilNewSegment(40 << 10); extra != 0 {
+	// beyondRecords returns how far the newest segment's file extends
+	// beyond its records.
+	beyondRecords := func() int64 {
+		t.Helper()
+		s.mu.Lock()
+		sg := s.segs[len(s.segs)-1]
+		s.mu.Unlock()
+		size, err := fsys.Size("/d/" + segName(sg.seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return size - sg.size
+	}
+	for range 20 { // the write-size average passes 32 KiB
+		save(40 << 10)
+	}
+	for !save(40 << 10) {
+	}
+	if extra := beyondRecords(); extra != 0 {
 		t.Fatalf("segment begun during 40 KiB writes has %d bytes beyond its records, want no zeros", extra)
 	}
-	if extra := saveUntilNewSegment(100); extra <= 0 {
-		t.Fatalf("segment begun during 100 B writes has %d bytes beyond its records, want zeros ahead", extra)
+	for range 20 { // and falls back below it
+		save(2 << 10)
+	}
+	for !save(2 << 10) {
+	}
+	if extra := beyondRecords(); extra <= 0 {
+		t.Fatalf("segment begun during 2 KiB writes has %d bytes beyond its records, want zeros ahead", extra)
 	}
 }

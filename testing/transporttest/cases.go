@@ -257,10 +257,7 @@ var cases = []testCase{
 		contract: "(InlineDeliverer transports) Messages arrive through StartInline's deliver, and more is false on the last message delivered before the sender falls quiet.",
 		nodes:    2,
 		check: func(c *checker) {
-			c.startAll()
-			if !c.nodes[2].inline {
-				c.skip("the transport does not implement raft.InlineDeliverer")
-			}
+			c.startAllInline()
 			c.deliverAll(1, 2, seqRange(7000, 7200), "a batch of 200 messages")
 			c.moreSettles(1, 2)
 			c.deliverAll(1, 2, []uint64{7500}, "a single message")
@@ -272,10 +269,7 @@ var cases = []testCase{
 		contract: "(InlineDeliverer transports) deliver may call SetPeers and Send on the transport that is delivering, as a node does: the replies arrive and nothing deadlocks.",
 		nodes:    2,
 		check: func(c *checker) {
-			c.startAll()
-			if !c.nodes[2].inline {
-				c.skip("the transport does not implement raft.InlineDeliverer")
-			}
+			c.startAllInline()
 			c.nodes[2].mu.Lock()
 			c.nodes[2].echo = true
 			c.nodes[2].mu.Unlock()
@@ -301,6 +295,15 @@ var cases = []testCase{
 			c.deliverAll(2, 1, seqRange(6000, 6010), "messages from a node that is back")
 		},
 	},
+}
+
+// startAllInline starts every node, and skips the case unless the
+// transport is an InlineDeliverer (started with StartInline).
+func (c *checker) startAllInline() {
+	c.startAll()
+	if !c.nodes[c.ids[0]].inline {
+		c.skip("the transport does not implement raft.InlineDeliverer")
+	}
 }
 
 // moreSettles fails the case unless, within c.wait, the latest message

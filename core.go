@@ -279,7 +279,31 @@ func (c *Core) send(m Message) {
 	if m.Term == 0 {
 		m.Term = c.term
 	}
-	c.msgs = append(c.msgs, m)
+	c.msgs = appendMsg(c.msgs, m)
+}
+
+// appendMsg appends m to msgs, except that an acceptance (a MsgAppResp
+// that does not reject) is folded into the last message to the same peer
+// when that is an acceptance of the same term: acceptances are cumulative,
+// so the one with the higher index says all the other does. A follower
+// stepping a burst of pipelined appends thus answers them with one message
+// rather than one per append. Per-peer order, the only order a Transport
+// keeps, is unchanged: the folded message is the last one to that peer.
+func appendMsg(msgs []Message, m Message) []Message {
+	if m.Type == MsgAppResp && !m.Reject {
+		for i := len(msgs) - 1; i >= 0; i-- {
+			p := &msgs[i]
+			if p.To != m.To {
+				continue
+			}
+			if p.Type == MsgAppResp && !p.Reject && p.From == m.From && p.Term == m.Term {
+				p.Index = max(p.Index, m.Index)
+				return msgs
+			}
+			break
+		}
+	}
+	return append(msgs, m)
 }
 
 func (c *Core) resetTimers() {

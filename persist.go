@@ -34,6 +34,8 @@ type persister struct {
 	// or a disk with a power-safe cache) is written inline by the loop.
 	saveCost atomic.Int64
 
+	out []Message // the messages of the jobs being sent, reused
+
 	mu      sync.Mutex
 	queue   []persistJob // queued, not yet taken by the writer
 	written []persistJob // written, not yet taken by the loop
@@ -157,11 +159,20 @@ func (p *persister) write(jobs []persistJob) error {
 				return err
 			}
 		}
+		// One send for all the jobs written together, with their
+		// acceptances folded (see appendMsg): a follower whose write
+		// took in many appends answers them all with one message.
+		out := p.out[:0]
 		for _, j := range jobs[start:upto] {
-			if len(j.msgs) > 0 {
-				p.send(j.msgs)
+			for _, m := range j.msgs {
+				out = appendMsg(out, m)
 			}
 		}
+		if len(out) > 0 {
+			p.send(out)
+		}
+		clear(out)
+		p.out = out[:0]
 		start, ents, owned, dirty = upto, nil, false, false
 		return nil
 	}

@@ -188,6 +188,44 @@ func TestPersisterGroupsQueuedWrites(t *testing.T) {
 	}
 }
 
+// TestPersisterFoldsAcceptancesOfOneWrite: the acceptances of appends
+// written together leave in one Send, as one message per leader and term.
+func TestPersisterFoldsAcceptancesOfOneWrite(t *testing.T) {
+	st := newSlowDisk(0)
+	var mu sync.Mutex
+	var sends [][]Message
+	send := func(ms []Message) {
+		mu.Lock()
+		sends = append(sends, slices.Clone(ms))
+		mu.Unlock()
+	}
+	p := newPersister(st, send, t.Logf)
+	defer p.stop()
+
+	acc := func(idx uint64) []Message { return []Message{{Type: MsgAppResp, From: 2, To: 1, Term: 1, Index: idx}} }
+	st.close()
+	p.submit(persistJob{rd: Ready{HardState: HardState{Term: 1}, Entries: ents(1, 1)}, sync: true, msgs: acc(1)})
+	waitFor(t, 5*time.Second, "the first write to start", func() bool { return st.saveCount() == 1 })
+	for i := uint64(2); i <= 5; i++ {
+		p.submit(persistJob{rd: Ready{HardState: HardState{Term: 1}, Entries: ents(1, i)}, sync: true, msgs: acc(i)})
+	}
+	st.open()
+	waitFor(t, 5*time.Second, "the acceptance of index 5", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sends) == 0 {
+			return false
+		}
+		last := sends[len(sends)-1]
+		return last[len(last)-1].Index == 5
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sends) != 2 || len(sends[1]) != 1 {
+		t.Fatalf("acceptances of the second write sent as %v, want one for index 5", sends[1])
+	}
+}
+
 // TestPersisterStopsAtFailedWrite: a failed Save is reported, its messages
 // are never sent and nothing queued after it is written.
 func TestPersisterStopsAtFailedWrite(t *testing.T) {

@@ -80,6 +80,21 @@ func crashScript() []scriptOp {
 			ops = append(ops, snapOp(raft.SnapshotMeta{Index: last, Term: term}, bytes.Repeat([]byte{9}, 500)))
 		}
 	}
+	// One large entry makes a long segment. Once it is dead, its file is
+	// written again by a shorter segment, past whose end lie the records
+	// of its previous life, and which rolls over in turn.
+	small := func(k int) {
+		for range k {
+			ops = append(ops, saveOp(raft.HardState{Term: term, Vote: 2, Commit: last}, testEntries(last+1, last+2, term, 60)...))
+			last += 2
+		}
+	}
+	ops = append(ops, saveOp(raft.HardState{Term: term, Vote: 2, Commit: last}, testEntries(last+1, last+1, term, 1500)...))
+	last++
+	small(8)
+	ops = append(ops, snapOp(raft.SnapshotMeta{Index: last - 1, Term: term}, bytes.Repeat([]byte{7}, 200)))
+	ops = append(ops, compactOp(last-2))
+	small(12)
 	return ops
 }
 

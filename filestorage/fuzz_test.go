@@ -13,12 +13,13 @@ import (
 func recordSeeds() [][]byte {
 	si := snapInfo{meta: raft.SnapshotMeta{Index: 9, Term: 2, Config: raft.Configuration{Servers: []raft.Server{{ID: 1, Addr: "a:1"}, {ID: 2, Suffrage: raft.Learner}}}}, size: 100, crc: 0xdeadbeef}
 	return [][]byte{
-		appendEntry(nil, raft.Entry{Index: 1, Term: 1, Data: []byte("hello")}, true),
-		appendEntry(nil, raft.Entry{Index: 1 << 40, Term: 3, Type: raft.EntryConfig}, false),
-		appendHardState(nil, raft.HardState{Term: 5, Vote: 2, Commit: 4}, true),
-		appendCompact(nil, 7, 2, true),
-		appendSnapshot(nil, si, true, true),
+		appendEntry(nil, raft.Entry{Index: 1, Term: 1, Data: []byte("hello")}, true, 0),
+		appendEntry(nil, raft.Entry{Index: 1 << 40, Term: 3, Type: raft.EntryConfig}, false, 0),
+		appendHardState(nil, raft.HardState{Term: 5, Vote: 2, Commit: 4}, true, 0),
+		appendCompact(nil, 7, 2, true, 0),
+		appendSnapshot(nil, si, true, true, 0),
 		appendCheckpoint(nil, checkpoint{seq: 3, hs: raft.HardState{Term: 1}, comp: 4, compTerm: 1, last: 8, snap: si}, true),
+		appendCheckpoint(nil, checkpoint{seq: 4, last: 8, snap: si, salt: 0xfeedface, prevSalt: 7}, true),
 		{},
 		{1, 0, 0, 0, 0, 0, 0, 0, 2},
 	}
@@ -35,15 +36,15 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, n, err := decodeRecord(data)
+		r, n, err := decodeRecord(data, 0)
 		if err != nil {
 			return
 		}
 		if n < frameHeaderSize+1 || n > len(data) {
 			t.Fatalf("decoded a record of %d bytes from %d bytes", n, len(data))
 		}
-		again := appendRecord(nil, r)
-		r2, n2, err := decodeRecord(again)
+		again := appendRecord(nil, r, 0)
+		r2, n2, err := decodeRecord(again, 0)
 		if err != nil || n2 != len(again) {
 			t.Fatalf("re-encoded record does not decode: %v", err)
 		}

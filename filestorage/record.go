@@ -12,8 +12,19 @@ import (
 // A record on disk is a frame:
 //
 //	length  uint32, little-endian: number of body bytes (1..maxRecordSize)
-//	crc     uint32, little-endian: CRC-32C of the 4 length bytes and the body
+//	crc     uint32, little-endian: CRC-32C of the 4 length bytes and the body,
+//	        starting from the segment's salt instead of zero
 //	body    length bytes: a kind byte, then the kind's fields
+//
+// The salt is a random number chosen for each segment and kept in its
+// checkpoint (whose own frame has salt zero). A segment may be written
+// into the file of a dead one (see remover), so past its last record lie
+// the records of the file's previous life: they fail the checksum under
+// the new salt, and since the checksum is linear in its starting value
+// they fail it for certain whenever the two salts differ. The checkpoint
+// also keeps the previous life's salt, so recovery recognizes those
+// records as stale rather than damaged. Segments written before salts
+// existed have neither field; both read as zero, the unsalted checksum.
 //
 // The kind byte's high bit (flagCommit) marks the last record of a batch
 // written by one call; recovery applies a batch only if its commit record
@@ -72,6 +83,8 @@ type checkpoint struct {
 	compTerm uint64
 	last     uint64 // entries comp+1..last are in earlier segments
 	snap     snapInfo
+	salt     uint32 // starts the checksum of every later record in the segment
+	prevSalt uint32 // the salt of the records of the file's previous life
 }
 
 // record is one decoded record; which fields are set depends on kind.
@@ -98,38 +111,38 @@ func beginFrame(b []byte, kind byte, commit bool) ([]byte, int) {
 }
 
 // endFrame fills in the header of the frame whose body starts at start.
-func endFrame(b []byte, start int) []byte {
+func endFrame(b []byte, start int, salt uint32) []byte {
 	n := len(b) - start
 	binary.LittleEndian.PutUint32(b[start-8:], uint32(n))
-	crc := crc32.Update(0, crcTable, b[start-8:start-4])
+	crc := crc32.Update(salt, crcTable, b[start-8:start-4])
 	crc = crc32.Update(crc, crcTable, b[start:])
 	binary.LittleEndian.PutUint32(b[start-4:], crc)
 	return b
 }
 
-func appendEntry(b []byte, e raft.Entry, commit bool) []byte {
+func appendEntry(b []byte, e raft.Entry, commit bool, salt uint32) []byte {
 	b, start := beginFrame(b, kindEntry, commit)
 	b = binary.AppendUvarint(b, e.Index)
 	b = binary.AppendUvarint(b, e.Term)
 	b = append(b, byte(e.Type))
 	b = append(b, e.Data...)
-	return endFrame(b, start)
+	return endFrame(b, start, salt)
 }
 
-func appendHardState(b []byte, hs raft.HardState, commit bool) []byte {
+func appendHardState(b []byte, hs raft.HardState, commit bool, salt uint32) []byte {
 	b, start := beginFrame(b, kindHardState, commit)
 	b = appendHS(b, hs)
-	return endFrame(b, start)
+	return endFrame(b, start, salt)
 }
 
-func appendCompact(b []byte, index, term uint64, commit bool) []byte {
+func appendCompact(b []byte, index, term uint64, commit bool, salt uint32) []byte {
 	b, start := beginFrame(b, kindCompact, commit)
 	b = binary.AppendUvarint(b, index)
 	b = binary.AppendUvarint(b, term)
-	return endFrame(b, start)
+	return endFrame(b, start, salt)
 }
 
-func appendSnapshot(b []byte, si snapInfo, discard, commit bool) []byte {
+func appendSnapshot(b []byte, si snapInfo, discard, commit bool, salt uint32) []byte {
 	b, start := beginFrame(b, kindSnapshot, commit)
 	if discard {
 		b = append(b, 1)
@@ -137,7 +150,7 @@ func appendSnapshot(b []byte, si snapInfo, discard, commit bool) []byte {
 		b = append(b, 0)
 	}
 	b = appendSnapInfo(b, si)
-	return endFrame(b, start)
+	return endFrame(b, start, salt)
 }
 
 func appendCheckpoint(b []byte, cp checkpoint, commit bool) []byte {
@@ -148,7 +161,9 @@ func appendCheckpoint(b []byte, cp checkpoint, commit bool) []byte {
 	b = binary.AppendUvarint(b, cp.compTerm)
 	b = binary.AppendUvarint(b, cp.last)
 	b = appendSnapInfo(b, cp.snap)
-	return endFrame(b, start)
+	b = binary.LittleEndian.AppendUint32(b, cp.salt)
+	b = binary.LittleEndian.AppendUint32(b, cp.prevSalt)
+	return endFrame(b, start, 0)
 }
 
 func appendHS(b []byte, hs raft.HardState) []byte {
@@ -172,10 +187,11 @@ func appendSnapInfo(b []byte, si snapInfo) []byte {
 	return b
 }
 
-// decodeFrame checks the frame at the start of buf and returns its body
-// and the frame's total size. It returns errTorn if the frame does not fit
-// in buf, and another error if the frame is damaged.
-func decodeFrame(buf []byte) (body []byte, n int, err error) {
+// decodeFrame checks the frame at the start of buf against salt and
+// returns its body and the frame's total size. It returns errTorn if the
+// frame does not fit in buf, and another error if the frame is damaged
+// (or was written under another salt).
+func decodeFrame(buf []byte, salt uint32) (body []byte, n int, err error) {
 	if len(buf) < frameHeaderSize {
 		return nil, 0, errTorn
 	}
@@ -187,7 +203,7 @@ func decodeFrame(buf []byte) (body []byte, n int, err error) {
 		return nil, 0, errTorn
 	}
 	body = buf[frameHeaderSize : frameHeaderSize+int(size)]
-	crc := crc32.Update(0, crcTable, buf[:4])
+	crc := crc32.Update(salt, crcTable, buf[:4])
 	crc = crc32.Update(crc, crcTable, body)
 	if crc != binary.LittleEndian.Uint32(buf[4:]) {
 		return nil, 0, errors.New("checksum mismatch")
@@ -197,8 +213,8 @@ func decodeFrame(buf []byte) (body []byte, n int, err error) {
 
 // decodeRecord decodes the record at the start of buf. Entry data aliases
 // buf.
-func decodeRecord(buf []byte) (record, int, error) {
-	body, n, err := decodeFrame(buf)
+func decodeRecord(buf []byte, salt uint32) (record, int, error) {
+	body, n, err := decodeFrame(buf, salt)
 	if err != nil {
 		return record{}, 0, err
 	}
@@ -239,6 +255,10 @@ func decodeBody(body []byte) (record, error) {
 		r.cp.compTerm = d.uvarint()
 		r.cp.last = d.uvarint()
 		r.cp.snap = d.snapInfo()
+		if d.off < len(d.buf) { // absent in segments written before salts
+			r.cp.salt = d.uint32()
+			r.cp.prevSalt = d.uint32()
+		}
 	default:
 		return record{}, fmt.Errorf("unknown record kind %d", r.kind)
 	}
@@ -342,16 +362,16 @@ func (d *reader) snapInfo() snapInfo {
 }
 
 // appendRecord re-encodes r (used by tests to check decoding round trips).
-func appendRecord(b []byte, r record) []byte {
+func appendRecord(b []byte, r record, salt uint32) []byte {
 	switch r.kind {
 	case kindEntry:
-		return appendEntry(b, r.entry, r.commit)
+		return appendEntry(b, r.entry, r.commit, salt)
 	case kindHardState:
-		return appendHardState(b, r.hs, r.commit)
+		return appendHardState(b, r.hs, r.commit, salt)
 	case kindCompact:
-		return appendCompact(b, r.index, r.term, r.commit)
+		return appendCompact(b, r.index, r.term, r.commit, salt)
 	case kindSnapshot:
-		return appendSnapshot(b, r.snap, r.discard, r.commit)
+		return appendSnapshot(b, r.snap, r.discard, r.commit, salt)
 	case kindCheckpoint:
 		return appendCheckpoint(b, r.cp, r.commit)
 	}

@@ -28,8 +28,9 @@ func (e *CorruptError) Error() string {
 type segment struct {
 	seq     uint64
 	size    int64  // bytes of whole, committed records
-	alloc   int64  // bytes in the file: size plus preallocated zeros
+	alloc   int64  // bytes in the file: size plus preallocated zeros or a previous life's records
 	maxLive uint64 // highest index of a live entry it holds; 0 if none
+	salt    uint32 // the salt of its records' checksums
 }
 
 func segName(seq uint64) string { return fmt.Sprintf("%016x.wal", seq) }
@@ -169,7 +170,7 @@ func replay(fsys fileSystem, dir string, seqs []uint64) (st *logState, cut int64
 
 		// Segments are created whole by a rename, so the header is never
 		// torn: any damage to it is corruption.
-		body, n, err := decodeFrame(buf)
+		body, n, err := decodeFrame(buf, 0)
 		if err != nil {
 			return nil, -1, corrupt(0, "segment header: %v", err)
 		}
@@ -178,6 +179,13 @@ func replay(fsys fileSystem, dir string, seqs []uint64) (st *logState, cut int64
 			return nil, -1, corrupt(0, "segment does not start with a checkpoint record (%v)", err)
 		}
 		cp := hdr.cp
+		sg.salt = cp.salt
+		// A file written before (a recycled one) may hold records of its
+		// previous life past the last of this one's.
+		var lives *frameLives
+		if cp.prevSalt != cp.salt {
+			lives = &frameLives{prev: cp.prevSalt}
+		}
 		if cp.seq != seq {
 			return nil, -1, corrupt(0, "header says it is segment %d", cp.seq)
 		}
@@ -203,12 +211,15 @@ func replay(fsys fileSystem, dir string, seqs []uint64) (st *logState, cut int64
 			if zeroTail(buf, off) {
 				break // the preallocated end of the segment
 			}
-			body, n, err := decodeFrame(buf[off:])
+			body, n, err := decodeFrame(buf[off:], cp.salt)
 			if err != nil {
+				if lives.stale(buf[off:]) {
+					break // the previous life's records: the end of this one's
+				}
 				if !isLast {
 					return nil, -1, corrupt(off, "%v", err)
 				}
-				if next := laterWrite(buf, off+1); next >= 0 {
+				if next := laterWrite(buf, off+1, cp.salt, lives); next >= 0 {
 					return nil, -1, corrupt(off, "%v (a record written after this one's batch was synced follows at offset %d, so this is not a torn write)", err, next)
 				}
 				break // a torn tail
@@ -232,7 +243,7 @@ func replay(fsys fileSystem, dir string, seqs []uint64) (st *logState, cut int64
 				committed = off
 			}
 		}
-		if !zeroTail(buf, committed) {
+		if !zeroTail(buf, committed) && !lives.stale(buf[committed:]) {
 			if !isLast {
 				return nil, -1, corrupt(committed, "segment ends with an incomplete batch")
 			}
@@ -269,14 +280,20 @@ func zeroTail(buf []byte, off int) bool {
 // the disk in any order: whole records of it may follow the damage, up to
 // and including its commit record. A record after a commit record that
 // follows the damage is a later batch: the damage is to synced data.
-func laterWrite(buf []byte, from int) int {
+//
+// In a recycled file the search ends at the first record of the previous
+// life (lives): the segment's own writes end before it.
+func laterWrite(buf []byte, from int, salt uint32, lives *frameLives) int {
 	sawCommit := false
 	for p := from; ; {
-		q := findFrame(buf, p)
+		q, stale := findFrame(buf, p, salt, lives)
+		if stale {
+			return -1
+		}
 		if q < 0 || sawCommit {
 			return q
 		}
-		body, n, _ := decodeFrame(buf[q:])
+		body, n, _ := decodeFrame(buf[q:], salt)
 		if r, err := decodeBody(body); err == nil && r.commit {
 			sawCommit = true
 		}
@@ -284,13 +301,34 @@ func laterWrite(buf []byte, from int) int {
 	}
 }
 
-// findFrame returns the offset of the first intact frame at or after from,
-// or -1.
-func findFrame(buf []byte, from int) int {
+// findFrame returns the offset of the first intact frame under salt at or
+// after from, or -1; or, if a frame of the previous life (lives) comes
+// first, its offset and true.
+func findFrame(buf []byte, from int, salt uint32, lives *frameLives) (int, bool) {
 	for p := from; p+frameHeaderSize < len(buf); p++ {
-		if _, _, err := decodeFrame(buf[p:]); err == nil {
-			return p
+		if _, _, err := decodeFrame(buf[p:], salt); err == nil {
+			return p, false
+		}
+		if lives.stale(buf[p:]) {
+			return p, true
 		}
 	}
-	return -1
+	return -1, false
+}
+
+// frameLives tells a segment's records from those of the previous life of
+// its file, which differ in salt. A nil *frameLives is a segment in a
+// file of its own, where every frame is the segment's.
+type frameLives struct {
+	prev uint32
+}
+
+// stale reports whether buf starts with an intact frame of the previous
+// life.
+func (l *frameLives) stale(buf []byte) bool {
+	if l == nil {
+		return false
+	}
+	_, _, err := decodeFrame(buf, l.prev)
+	return err == nil
 }

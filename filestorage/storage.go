@@ -3,9 +3,10 @@
 // snapshots go to files of their own. It uses only the standard library.
 //
 // Every Save is one write and one sync, however many entries it holds
-// (group commit). Segments are filled with zeros ahead of the log, so most
-// Saves overwrite allocated blocks and need only fdatasync, not a journal
-// commit for a changed file size. Recovery on Open cuts a torn tail off the
+// (group commit). Segments are filled with zeros ahead of the log, or
+// written into the files of dead segments, so most Saves overwrite
+// allocated blocks and need only fdatasync, not a journal commit for a
+// changed file size. Recovery on Open cuts a torn tail off the
 // last segment and refuses to start, with a *CorruptError naming the file
 // and offset, on any other damage. A lock file keeps a second process (or a second Open
 // in this one) out of the directory.
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -41,7 +43,9 @@ const DefaultSegmentSize = 64 << 20
 type Options struct {
 	// SegmentSize is the size past which the current segment is closed
 	// and a new one started; old segments are deleted once compaction
-	// has passed every entry in them. Zero means DefaultSegmentSize.
+	// has passed every entry in them, except for two kept (as .free
+	// files) for new segments to be written into. Zero means
+	// DefaultSegmentSize.
 	SegmentSize int64
 
 	// Preallocate is how many bytes of zeros are written ahead of the log
@@ -51,7 +55,9 @@ type Options struct {
 	// While Saves average 32 KiB or more, where that trade no longer
 	// pays, the log is extended without zeros. Zero means the smaller of
 	// 4 MiB and SegmentSize; a negative value turns preallocation off
-	// (every Save then extends the file).
+	// (every Save then extends the file), and with it the reuse of dead
+	// segments' files, which on a copy-on-write file system gains nothing
+	// and holds their space.
 	Preallocate int64
 }
 
@@ -124,7 +130,11 @@ func open(fsys fileSystem, dir string, opts Options) (*Storage, error) {
 		}
 		return nil, fmt.Errorf("filestorage: locking %s: %w", dir, err)
 	}
-	s := &Storage{fs: fsys, dir: dir, opts: opts, lock: lock, rm: newRemover(fsys, dir)}
+	maxFree := defaultMaxFree
+	if opts.Preallocate < 0 {
+		maxFree = 0
+	}
+	s := &Storage{fs: fsys, dir: dir, opts: opts, lock: lock, rm: newRemover(fsys, dir, maxFree)}
 	if err := s.recover(); err != nil {
 		if s.active != nil {
 			s.active.Close()
@@ -155,6 +165,17 @@ func (s *Storage) recover() error {
 			}
 		case isSnapName(name):
 			snaps = append(snaps, name)
+		case filepath.Ext(name) == ".free":
+			// A dead segment kept for reuse: kept again, or deleted if
+			// there are enough. A name not of ours is left alone.
+			salt, ok := parseFreeName(name)
+			if ok && len(s.rm.free) < s.rm.maxFree {
+				s.rm.addFree(deadFile{s.path(name), salt})
+			} else if ok {
+				if err := s.fs.Remove(s.path(name)); err != nil {
+					return fmt.Errorf("filestorage: removing leftover %s: %w", name, err)
+				}
+			}
 		default:
 			if seq, ok := parseSegName(name); ok {
 				seqs = append(seqs, seq)
@@ -172,11 +193,11 @@ func (s *Storage) recover() error {
 		if len(snaps) > 0 {
 			return &CorruptError{File: s.path(snaps[0]), Offset: 0, Reason: "snapshot file without any log segment: the log was deleted"}
 		}
-		alloc, err := s.createSegment(1)
+		sg, err := s.createSegment(1)
 		if err != nil {
 			return err
 		}
-		s.segs = []*segment{{seq: 1, size: int64(len(s.buf)), alloc: alloc}}
+		s.segs = []*segment{sg}
 		s.cached = &raft.State{}
 		return s.openActive(-1)
 	}
@@ -238,28 +259,58 @@ func (s *Storage) openActive(cut int64) error {
 }
 
 // createSegment writes a new segment holding only a checkpoint of the
-// current state, followed by the first preallocated zeros: to a temporary
-// file, synced, then renamed into place and the directory synced, so a
+// current state, in the file of a dead segment if the remover kept one
+// (its blocks are allocated and written, so a Save over them syncs without
+// a journal commit, as over preallocated zeros), otherwise in a new file
+// followed by the first preallocated zeros. Either way under a temporary
+// name, synced, then renamed into place and the directory synced, so a
 // segment is never seen half-created. It leaves the segment's header in
-// s.buf and returns the file's size.
-func (s *Storage) createSegment(seq uint64) (int64, error) {
+// s.buf and returns the segment.
+func (s *Storage) createSegment(seq uint64) (*segment, error) {
 	name := s.path(segName(seq))
-	s.buf = appendCheckpoint(s.buf[:0], checkpoint{seq: seq, hs: s.hs, comp: s.comp, compTerm: s.compTerm, last: s.last, snap: s.snap}, true)
-	f, err := s.fs.Create(name + ".tmp")
-	if err != nil {
-		return 0, fmt.Errorf("filestorage: creating segment: %w", err)
+	free, recycled := s.rm.takeFree()
+	salt := newSalt(free.salt)
+	prev := salt // a new file holds nothing else
+	if recycled {
+		prev = free.salt
 	}
-	size := int64(len(s.buf))
-	_, err = f.Write(s.buf)
-	if err == nil && s.zeroAhead() {
-		err = writeZeros(f, size, s.opts.Preallocate)
-		size += s.opts.Preallocate
+	s.buf = appendCheckpoint(s.buf[:0], checkpoint{seq: seq, hs: s.hs, comp: s.comp, compTerm: s.compTerm, last: s.last, snap: s.snap, salt: salt, prevSalt: prev}, true)
+	var (
+		f    file
+		size = int64(len(s.buf))
+		err  error
+	)
+	if recycled {
+		err = s.fs.Rename(free.path, name+".tmp")
+		if err == nil {
+			f, err = s.fs.OpenWrite(name + ".tmp")
+		}
+		if err == nil {
+			var n int64
+			if n, err = s.fs.Size(name + ".tmp"); n > size {
+				size = n
+			}
+		}
+		if err == nil {
+			_, err = f.WriteAt(s.buf, 0)
+		}
+	} else {
+		f, err = s.fs.Create(name + ".tmp")
+		if err == nil {
+			_, err = f.Write(s.buf)
+		}
+		if err == nil && s.zeroAhead() {
+			err = writeZeros(f, size, s.opts.Preallocate)
+			size += s.opts.Preallocate
+		}
 	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if f != nil {
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err == nil {
 		err = s.fs.Rename(name+".tmp", name)
@@ -268,10 +319,22 @@ func (s *Storage) createSegment(seq uint64) (int64, error) {
 		err = s.fs.SyncDir(s.dir)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("filestorage: creating segment %s: %w", segName(seq), err)
+		return nil, fmt.Errorf("filestorage: creating segment %s: %w", segName(seq), err)
 	}
-	return size, nil
+	return &segment{seq: seq, size: int64(len(s.buf)), alloc: size, salt: salt}, nil
 }
+
+// newSalt returns a random salt other than not.
+func newSalt(not uint32) uint32 {
+	for {
+		if salt := rand.Uint32(); salt != not {
+			return salt
+		}
+	}
+}
+
+// salt returns the salt of the active segment's records.
+func (s *Storage) salt() uint32 { return s.segs[len(s.segs)-1].salt }
 
 // zeroAhead reports whether the log should be extended with zeros ahead
 // of it: yes while writes are small, so that their syncs find the blocks
@@ -302,26 +365,28 @@ func writeZeros(f file, off, n int64) error {
 // rollover closes the active segment and starts the next one.
 func (s *Storage) rollover() error {
 	old := s.segs[len(s.segs)-1]
-	seq := old.seq + 1
-	alloc, err := s.createSegment(seq)
-	if err != nil {
-		return err
-	}
-	size := int64(len(s.buf))
-	// Give back the old segment's unused preallocation. Unsynced, this
-	// may not survive a crash, which is harmless: recovery reads a zero
-	// tail as the end of a segment.
+	// Give back what the old segment holds past its records: preallocated
+	// zeros, or a previous life's records. It is synced before the next
+	// segment exists: recovery accepts an end of a segment other than the
+	// last only at the end of the file or before zeros.
 	if old.alloc > old.size {
 		if err := s.active.Truncate(old.size); err != nil {
 			return fmt.Errorf("filestorage: trimming segment %s: %w", segName(old.seq), err)
 		}
+		if err := s.active.Sync(); err != nil {
+			return fmt.Errorf("filestorage: syncing segment %s: %w", segName(old.seq), err)
+		}
 		old.alloc = old.size
+	}
+	sg, err := s.createSegment(old.seq + 1)
+	if err != nil {
+		return err
 	}
 	if err := s.active.Close(); err != nil {
 		return fmt.Errorf("filestorage: closing segment: %w", err)
 	}
 	s.active = nil
-	s.segs = append(s.segs, &segment{seq: seq, size: size, alloc: alloc})
+	s.segs = append(s.segs, sg)
 	if err := s.openActive(-1); err != nil {
 		return err
 	}
@@ -338,7 +403,7 @@ func (s *Storage) rollover() error {
 // deletion, which is retried.
 func (s *Storage) removeDeadSegments() error {
 	for len(s.segs) > 1 && s.segs[0].maxLive <= s.comp {
-		s.rm.add(s.path(segName(s.segs[0].seq)))
+		s.rm.add(s.path(segName(s.segs[0].seq)), s.segs[0].salt)
 		s.segs = s.segs[1:]
 	}
 	if err := s.rm.kick(); err != nil {
@@ -478,10 +543,10 @@ func (s *Storage) Save(hs raft.HardState, entries []raft.Entry) error {
 	s.cached = nil
 	s.buf = s.buf[:0]
 	if hs != s.hs {
-		s.buf = appendHardState(s.buf, hs, len(entries) == 0)
+		s.buf = appendHardState(s.buf, hs, len(entries) == 0, s.salt())
 	}
 	for i := range entries {
-		s.buf = appendEntry(s.buf, entries[i], i == len(entries)-1)
+		s.buf = appendEntry(s.buf, entries[i], i == len(entries)-1, s.salt())
 	}
 	if err := s.commit(); err != nil {
 		return err
@@ -543,7 +608,7 @@ func (s *Storage) Compact(index uint64) error {
 		return err
 	}
 	s.cached = nil
-	s.buf = appendCompact(s.buf[:0], index, term, true)
+	s.buf = appendCompact(s.buf[:0], index, term, true, s.salt())
 	if err := s.commit(); err != nil {
 		return err
 	}
@@ -591,7 +656,7 @@ func (s *Storage) SaveSnapshot(meta raft.SnapshotMeta, r io.Reader) error {
 	info := snapInfo{meta: cloneMeta(meta), size: size, crc: crc}
 	t, ok := s.term(meta.Index)
 	discard := !ok || t != meta.Term
-	s.buf = appendSnapshot(s.buf[:0], info, discard, true)
+	s.buf = appendSnapshot(s.buf[:0], info, discard, true, s.salt())
 	if err := s.commit(); err != nil {
 		return err
 	}

@@ -251,7 +251,7 @@ func TestTornTailOnDiskIsCut(t *testing.T) {
 	good := file[:recordsEnd(t, dir)]
 	// Half of a further record in the preallocated zeros, as a crash
 	// mid-write leaves it.
-	rec := appendEntry(nil, testEntries(11, 11, 1, 50)[0], true)
+	rec := appendEntry(nil, testEntries(11, 11, 1, 50)[0], true, 0)
 	copy(file[len(good):], rec[:len(rec)/2])
 	if err := os.WriteFile(seg, file, 0o644); err != nil {
 		t.Fatal(err)
@@ -405,7 +405,8 @@ type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("injected read error") }
 
-// removeHookFS lets a test see, delay or fail deletions.
+// removeHookFS lets a test see, delay or fail deletions, and the renames
+// that keep dead segments as free files instead.
 type removeHookFS struct {
 	fileSystem
 	onRemove func(name string) error
@@ -416,6 +417,15 @@ func (f removeHookFS) Remove(name string) error {
 		return err
 	}
 	return f.fileSystem.Remove(name)
+}
+
+func (f removeHookFS) Rename(oldName, newName string) error {
+	if strings.HasSuffix(newName, ".free") {
+		if err := f.onRemove(oldName); err != nil {
+			return err
+		}
+	}
+	return f.fileSystem.Rename(oldName, newName)
 }
 
 // A Compact that frees segments does not wait for their deletion: Saves
@@ -647,4 +657,91 @@ func TestNewSegmentFollowsTheWriteSize(t *testing.T) {
 	if extra := beyondRecords(); extra <= 0 {
 		t.Fatalf("segment begun during 2 KiB writes has %d bytes beyond its records, want zeros ahead", extra)
 	}
+}
+
+// createCountFS counts new segment files and reused ones.
+type createCountFS struct {
+	fileSystem
+	created, reused *int
+}
+
+func (f createCountFS) Create(name string) (file, error) {
+	if strings.HasSuffix(name, ".wal.tmp") {
+		*f.created++
+	}
+	return f.fileSystem.Create(name)
+}
+
+func (f createCountFS) Rename(oldName, newName string) error {
+	if strings.HasSuffix(oldName, ".free") {
+		*f.reused++
+	}
+	return f.fileSystem.Rename(oldName, newName)
+}
+
+// Dead segments are kept as free files (at most defaultMaxFree) and new
+// segments are written into them; the records of a file's previous life
+// are never read back as the new segment's, before or after a reopen.
+func TestDeadSegmentsAreWrittenAgain(t *testing.T) {
+	var created, reused int
+	fsys := createCountFS{newMemFS(), &created, &reused}
+	opts := Options{SegmentSize: 2 << 10}
+	s := mustOpen(t, fsys, "/d", opts)
+	model := raft.NewMemoryStorage()
+	save := func(hs raft.HardState, ents []raft.Entry) {
+		t.Helper()
+		for _, st := range []raft.Storage{s, model} {
+			if err := st.Save(hs, ents); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	last := uint64(0)
+	for round := range 30 {
+		// Rounds alternate long and short segments, so some are written
+		// into the file of a longer one.
+		size := 40
+		if round%3 == 0 {
+			size = 700
+		}
+		for range 4 {
+			save(raft.HardState{Term: 1, Commit: last}, testEntries(last+1, last+2, 1, size))
+			last += 2
+		}
+		meta := raft.SnapshotMeta{Index: last - 1, Term: 1}
+		for _, st := range []raft.Storage{s, model} {
+			if err := st.SaveSnapshot(meta, strings.NewReader("snap")); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Compact(last - 2); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var frees int
+		for _, f := range fsys.fileSystem.(*memFS).files() {
+			if strings.HasSuffix(f, ".free") {
+				frees++
+			}
+		}
+		if frees > defaultMaxFree {
+			t.Fatalf("round %d: %d free files, want at most %d", round, frees, defaultMaxFree)
+		}
+		want, _ := model.Load()
+		for i := range 2 {
+			got, err := s.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !statesEqual(got, want) {
+				t.Fatalf("round %d, reopened %d times: got %s, want %s", round, i, describe(got), describe(want))
+			}
+			s.Close()
+			s = mustOpen(t, fsys, "/d", opts)
+		}
+	}
+	s.Close()
+	if reused == 0 || reused < created/2 {
+		t.Fatalf("%d segments written into free files and %d into new ones; want most reused", reused, created)
+	}
+	t.Logf("%d segments written into free files, %d into new ones", reused, created)
 }

@@ -243,11 +243,19 @@ func replay(fsys fileSystem, dir string, seqs []uint64) (st *logState, cut int64
 				committed = off
 			}
 		}
-		if !zeroTail(buf, committed) && !lives.stale(buf[committed:]) {
-			if !isLast {
+		// The last segment is cut back to its last committed batch unless
+		// only zeros follow, even where a record of the previous life
+		// follows: records of a torn batch may lie beyond that one (its
+		// first blocks lost, later ones written), and a later batch that
+		// ended where one of them begins would make it read as valid.
+		// Other segments were cut and synced when closed; a previous
+		// life's record there ends them as well as the file's end would.
+		if !zeroTail(buf, committed) {
+			if isLast {
+				cut = int64(committed)
+			} else if !lives.stale(buf[committed:]) {
 				return nil, -1, corrupt(committed, "segment ends with an incomplete batch")
 			}
-			cut = int64(committed)
 		}
 		sg.size, sg.alloc = int64(committed), int64(len(buf))
 	}
@@ -304,8 +312,14 @@ func laterWrite(buf []byte, from int, salt uint32, lives *frameLives) int {
 // findFrame returns the offset of the first intact frame under salt at or
 // after from, or -1; or, if a frame of the previous life (lives) comes
 // first, its offset and true.
+//
+// It checks the kind byte before the checksum: most offsets in arbitrary
+// bytes fail that, and the checksum would cost the whole claimed length.
 func findFrame(buf []byte, from int, salt uint32, lives *frameLives) (int, bool) {
 	for p := from; p+frameHeaderSize < len(buf); p++ {
+		if k := buf[p+frameHeaderSize] & kindMask; k < kindCheckpoint || k > kindCompact {
+			continue
+		}
 		if _, _, err := decodeFrame(buf[p:], salt); err == nil {
 			return p, false
 		}

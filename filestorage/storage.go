@@ -806,7 +806,18 @@ func (s *Storage) Close() error {
 	s.rm.wait()
 	var err error
 	if s.active != nil {
-		err = s.active.Close()
+		// Cut what the file holds past the records (zeros, or a previous
+		// life's records), so that the next Open finds the end at the
+		// file's end instead of searching the rest for a torn batch. A
+		// storage that failed is left as it is, for recovery.
+		if sg := s.segs[len(s.segs)-1]; s.failed == nil && sg.alloc > sg.size {
+			if err = s.active.Truncate(sg.size); err == nil {
+				err = s.active.Sync()
+			}
+		}
+		if cerr := s.active.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if lerr := s.lock.Close(); err == nil {
 		err = lerr

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -739,9 +740,112 @@ func TestDeadSegmentsAreWrittenAgain(t *testing.T) {
 			s = mustOpen(t, fsys, "/d", opts)
 		}
 	}
+	// Write on into a reused file, and close: Close cuts the active
+	// segment at its last record, so the next Open finds the end at the
+	// file's end.
+	for was := reused; reused == was; {
+		save(raft.HardState{Term: 1, Commit: last}, testEntries(last+1, last+1, 1, 40))
+		last++
+		if last%8 == 0 {
+			if err := s.SaveSnapshot(raft.SnapshotMeta{Index: last - 1, Term: 1}, strings.NewReader("snap")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Compact(last - 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	save(raft.HardState{Term: 1, Commit: last}, testEntries(last+1, last+1, 1, 40))
 	s.Close()
+	var seqs []uint64
+	for _, f := range fsys.fileSystem.(*memFS).files() {
+		if seq, ok := parseSegName(filepath.Base(f)); ok {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	if _, cut, err := replay(fsys, "/d", seqs); err != nil || cut != -1 {
+		t.Fatalf("replay after Close: cut %d, %v; want nothing to cut", cut, err)
+	}
 	if reused == 0 || reused < created/2 {
 		t.Fatalf("%d segments written into free files and %d into new ones; want most reused", reused, created)
 	}
 	t.Logf("%d segments written into free files, %d into new ones", reused, created)
+}
+
+// A torn batch in a segment written into a dead one's file can lose the
+// blocks of its first record, which then hold a record of the file's
+// previous life again, while its later records reach the disk. Recovery
+// must cut them off: otherwise a later Save ending exactly where they begin
+// would make them read as following it. (Equal-size records make the
+// previous life's records line up with the new ones; the test writes until
+// the end of the active segment sits on one.)
+func TestTornBatchOverPreviousLifeIsCut(t *testing.T) {
+	fsys := newMemFS()
+	opts := Options{SegmentSize: 2 << 10}
+	s := mustOpen(t, fsys, "/d", opts)
+	last := uint64(0)
+	save := func(term uint64, n int) {
+		t.Helper()
+		// The hard state does not change, so every batch is entry
+		// records only.
+		if err := s.Save(raft.HardState{Term: 2}, testEntries(last+1, last+uint64(n), term, 40)); err != nil {
+			t.Fatal(err)
+		}
+		last += uint64(n)
+	}
+	// crash restarts the machine with what was synced, without a Close.
+	crash := func() raft.State {
+		t.Helper()
+		fsys = fsys.crash(loseUnsynced, nil)
+		s = mustOpen(t, fsys, "/d", opts)
+		st, err := s.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	recLen := len(appendEntry(nil, testEntries(1, 1, 1, 40)[0], true, 0))
+	for range 5000 {
+		save(1, 1)
+		if last%10 == 0 {
+			if err := s.SaveSnapshot(raft.SnapshotMeta{Index: last - 1, Term: 1}, strings.NewReader("snap")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Compact(last - 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sg := s.segs[len(s.segs)-1]
+		ino := fsys.names[s.path(segName(sg.seq))]
+		buf := bytes.Clone(ino.data)
+		body, _, _ := decodeFrame(buf, 0)
+		hdr, _ := decodeBody(body)
+		end := int(sg.size)
+		if hdr.cp.prevSalt == hdr.cp.salt || end+3*recLen > int(opts.SegmentSize) || end+2*recLen > len(buf) {
+			continue
+		}
+		if _, n, err := decodeFrame(buf[end:], hdr.cp.prevSalt); err != nil || n != recLen {
+			continue
+		}
+		// The batch of entries k and k+1 is written; then its first
+		// record's blocks are put back as they were, and the machine
+		// crashes.
+		k := last + 1
+		save(1, 2)
+		copy(ino.data[end:end+recLen], buf[end:])
+		copy(ino.synced[end:end+recLen], buf[end:])
+		last = k - 1
+		if st := crash(); st.Entries[len(st.Entries)-1].Index != k-1 {
+			t.Fatalf("after the torn batch: %s, want entries up to %d", describe(st), k-1)
+		}
+		save(2, 1) // entry k again, term 2, the same size as the lost one
+		st := crash()
+		defer s.Close()
+		if e := st.Entries[len(st.Entries)-1]; e.Index != k || e.Term != 2 {
+			t.Fatalf("recovered up to entry %d term %d, want %d term 2: a record of the torn batch came back", e.Index, e.Term, k)
+		}
+		return
+	}
+	t.Fatal("the active segment never ended on a record of its file's previous life")
 }

@@ -74,12 +74,40 @@ func fuzzBase(tb testing.TB) *memFS {
 	return fsys
 }
 
+// fuzzReusedBase is a storage, as a crash leaves it, whose last segment was
+// written into a dead segment's file: the previous life's records follow
+// its own. It returns the storage, that segment's path and its own bytes.
+func fuzzReusedBase(tb testing.TB) (*memFS, string, []byte) {
+	fsys := newMemFS()
+	s, err := open(fsys, crashDir, Options{SegmentSize: 400})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, op := range crashScript()[:20] {
+		if err := op.apply(s); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	sg := s.segs[len(s.segs)-1]
+	path := s.path(segName(sg.seq))
+	data := fsys.names[path].data
+	body, _, _ := decodeFrame(data, 0)
+	if hdr, err := decodeBody(body); err != nil || hdr.cp.prevSalt == hdr.cp.salt || sg.alloc <= sg.size {
+		tb.Fatalf("the last segment does not hold a previous life (%v)", err)
+	}
+	return fsys.crash(loseUnsynced, nil), path, bytes.Clone(data[:sg.size])
+}
+
 // FuzzOpen puts arbitrary bytes in the last segment of a valid storage
-// (and, separately, makes them the only segment) and opens it. Open must
-// not panic; it either fails with a *CorruptError or yields a storage
-// whose state is well formed and which accepts and keeps a new Save.
+// (and, separately, makes them the only segment, and the previous life's
+// part of a last segment written into a dead one's file) and opens it.
+// Open must not panic; it either fails with a *CorruptError or yields a
+// storage whose state is well formed and which accepts and keeps a new
+// Save.
 func FuzzOpen(f *testing.F) {
 	base := fuzzBase(f)
+	reused, reusedSeg, reusedHead := fuzzReusedBase(f)
+	f.Add(bytes.Clone(reused.names[reusedSeg].data[len(reusedHead):]))
 	segs := []string{}
 	for _, name := range base.files() {
 		if _, ok := parseSegName(name[len(crashDir)+1:]); ok {
@@ -95,9 +123,10 @@ func FuzzOpen(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("not a segment at all"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, layout := range []string{"last", "only"} {
+		for _, layout := range []string{"last", "only", "reused"} {
 			fsys := base.clone()
 			var victim string
+			contents := bytes.Clone(data)
 			switch layout {
 			case "last":
 				victim = segs[len(segs)-1]
@@ -106,8 +135,12 @@ func FuzzOpen(f *testing.F) {
 					delete(fsys.names, name)
 				}
 				victim = crashDir + "/" + segName(1)
+			case "reused":
+				fsys = reused.clone()
+				victim = reusedSeg
+				contents = append(bytes.Clone(reusedHead), data...)
 			}
-			fsys.names[victim] = &memInode{data: bytes.Clone(data)}
+			fsys.names[victim] = &memInode{data: contents}
 			s, err := open(fsys, crashDir, Options{SegmentSize: 400})
 			if err != nil {
 				var ce *CorruptError

@@ -60,34 +60,32 @@ func FuzzDecodeRecord(f *testing.F) {
 // fuzzBase is a small valid storage: segment 1 (full), segment 2 and a
 // snapshot, made by the start of the crash workload.
 func fuzzBase(tb testing.TB) *memFS {
+	fsys, s := runCrashScript(tb, 12)
+	s.Close()
+	return fsys
+}
+
+// runCrashScript runs the first n calls of the crash workload on a new
+// storage with 400-byte segments.
+func runCrashScript(tb testing.TB, n int) (*memFS, *Storage) {
 	fsys := newMemFS()
 	s, err := open(fsys, crashDir, Options{SegmentSize: 400})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for _, op := range crashScript()[:12] {
+	for _, op := range crashScript()[:n] {
 		if err := op.apply(s); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	s.Close()
-	return fsys
+	return fsys, s
 }
 
 // fuzzReusedBase is a storage, as a crash leaves it, whose last segment was
 // written into a dead segment's file: the previous life's records follow
 // its own. It returns the storage, that segment's path and its own bytes.
 func fuzzReusedBase(tb testing.TB) (*memFS, string, []byte) {
-	fsys := newMemFS()
-	s, err := open(fsys, crashDir, Options{SegmentSize: 400})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, op := range crashScript()[:20] {
-		if err := op.apply(s); err != nil {
-			tb.Fatal(err)
-		}
-	}
+	fsys, s := runCrashScript(tb, 20)
 	sg := s.segs[len(s.segs)-1]
 	path := s.path(segName(sg.seq))
 	data := fsys.names[path].data

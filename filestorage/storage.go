@@ -542,11 +542,12 @@ func (s *Storage) Save(hs raft.HardState, entries []raft.Entry) error {
 	}
 	s.cached = nil
 	s.buf = s.buf[:0]
+	salt := s.salt()
 	if hs != s.hs {
-		s.buf = appendHardState(s.buf, hs, len(entries) == 0, s.salt())
+		s.buf = appendHardState(s.buf, hs, len(entries) == 0, salt)
 	}
 	for i := range entries {
-		s.buf = appendEntry(s.buf, entries[i], i == len(entries)-1, s.salt())
+		s.buf = appendEntry(s.buf, entries[i], i == len(entries)-1, salt)
 	}
 	if err := s.commit(); err != nil {
 		return err

@@ -146,14 +146,17 @@ func NewNode(cfg Config, sm StateMachine, st Storage, tr Transport) (*Node, erro
 	n.obs = Observation{ID: n.id, Role: core.Role(), Term: core.Term(), Leader: core.Leader()}
 	n.confIndex = core.confs.latest().index
 	tr.SetPeers(core.Config().Servers)
+	// The persister exists before the transport starts: an
+	// InlineDeliverer may step a message, and write, at once.
+	n.persist = newPersister(st, n.send, n.logger.Warn)
 	start := func() error { return tr.Start(n.deliver) }
 	if it, ok := tr.(InlineDeliverer); ok {
 		start = func() error { return it.StartInline(n.deliverInline) }
 	}
 	if err := start(); err != nil {
+		n.persist.stop()
 		return nil, fmt.Errorf("raft: starting transport: %w", err)
 	}
-	n.persist = newPersister(st, n.send, n.logger.Warn)
 	go n.app.run()
 	go n.app.runCanceller(n.cfg.TickInterval)
 	go n.run()

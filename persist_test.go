@@ -367,3 +367,35 @@ func TestNewNodeTransportFailureLeavesNothingRunning(t *testing.T) {
 		t.Fatalf("NewNode = %v, want the transport's error", err)
 	}
 }
+
+// eagerTransport delivers a message from inside StartInline, as a transport
+// whose reader is already running may.
+type eagerTransport struct {
+	Transport
+	m Message
+}
+
+func (e eagerTransport) StartInline(deliver func(Message, bool)) error {
+	if err := e.Start(func(Message) {}); err != nil {
+		return err
+	}
+	deliver(e.m, false)
+	return nil
+}
+
+// A message delivered inline the moment the transport starts is stepped
+// and written like any other: NewNode has everything in place first.
+func TestNewNodeStepsAMessageDeliveredAsTheTransportStarts(t *testing.T) {
+	net := NewNetwork(1)
+	defer net.Close()
+	cfg := testConfig(1)
+	cfg.Peers = []Server{{ID: 1}, {ID: 2}, {ID: 3}}
+	st := newSlowDisk(0) // writes go to the persister until Saves prove fast
+	hb := Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 5}
+	n, err := NewNode(cfg, &counterSM{}, st, eagerTransport{net.Transport(1), hb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	waitFor(t, 5*time.Second, "the heartbeat's term to be adopted", func() bool { return n.Status().Term == 5 })
+}

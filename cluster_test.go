@@ -612,6 +612,11 @@ func TestClusterWithInlineDelivery(t *testing.T) {
 		if n := c.nodes[lead].inlineSteps.Load(); n == 0 {
 			t.Fatal("the leader handled no acknowledgement inline")
 		}
+		// The goroutine that steps the acknowledgement committing a lone
+		// proposal applies it too, while the applier is idle.
+		if n := c.nodes[lead].app.inlineApplies.Load(); n == 0 {
+			t.Fatal("the leader applied nothing on the goroutine that committed it")
+		}
 		// A follower refuses proposals on its loop: callers retrying at
 		// once must not contend with the loop for the Core.
 		f := c.followers(lead)[0]
@@ -625,4 +630,79 @@ func TestClusterWithInlineDelivery(t *testing.T) {
 			t.Fatalf("follower handled %d proposals inline, want none", n)
 		}
 	})
+}
+
+// TestInlineApplyTakesTurnsWithTheApplier has concurrent proposers commit
+// entries that are applied partly on the goroutines stepping the
+// acknowledgements and partly on the apply goroutine, with snapshots taken
+// and restored along the way. Every replica must apply the same commands
+// in the same order, and no state machine call may overlap another (the
+// cluster's cleanup checks counterSM's record of that).
+func TestInlineApplyTakesTurnsWithTheApplier(t *testing.T) {
+	inlineClusters = true
+	defer func() { inlineClusters = false }()
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.SnapshotThreshold = 64; cfg.TrailingEntries = 16 })
+	lead := c.waitLeader(electTimeout)
+	// One follower falls behind past the trailing entries, so that it
+	// catches up by a snapshot while entries keep committing.
+	lagging := c.followers(lead)[0]
+	c.net.Isolate(lagging)
+	const proposers, each = 8, 60
+	var wg sync.WaitGroup
+	errs := make(chan error, proposers)
+	for p := range proposers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if i == each/2 && p == 0 {
+					c.net.Heal()
+				}
+				if _, err := c.nodes[lead].Propose(context.Background(), []byte(fmt.Sprintf("p%d-%d", p, i))); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	want := c.sms[lead].commands()
+	if len(want) != proposers*each {
+		t.Fatalf("leader applied %d commands, want %d", len(want), proposers*each)
+	}
+	c.waitApplied(want, 10*time.Second)
+	if n := c.nodes[lead].app.inlineApplies.Load(); n == 0 {
+		t.Fatal("the leader applied nothing on a goroutine that committed it")
+	}
+	if c.sms[lagging].restores.Load() == 0 {
+		t.Fatal("the lagging follower caught up without restoring a snapshot")
+	}
+}
+
+// TestSlowStateMachineIsAppliedOnItsOwnGoroutine: once Apply is seen to be
+// slow, a goroutine that commits entries leaves them to the apply
+// goroutine instead of blocking on the state machine (a transport's
+// reader would stop reading meanwhile).
+func TestSlowStateMachineIsAppliedOnItsOwnGoroutine(t *testing.T) {
+	inlineClusters = true
+	defer func() { inlineClusters = false }()
+	c := newTestCluster(t, 3, nil)
+	lead := c.waitLeader(electTimeout)
+	c.mustPropose("fast")
+	if c.nodes[lead].app.inlineApplies.Load() == 0 {
+		t.Fatal("a quick state machine was not applied inline")
+	}
+	c.sms[lead].applyDelay.Store(int64(time.Millisecond))
+	before := c.nodes[lead].app.inlineApplies.Load()
+	for i := range 20 {
+		c.mustPropose(fmt.Sprintf("slow%d", i))
+	}
+	// The first slow Apply may run inline: nothing has shown it slow yet.
+	if n := c.nodes[lead].app.inlineApplies.Load() - before; n > 1 {
+		t.Fatalf("%d batches of a slow state machine applied inline, want at most 1", n)
+	}
 }

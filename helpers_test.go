@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,22 +24,51 @@ func TestMain(m *testing.M) {
 }
 
 // counterSM is a test state machine: it records applied commands in order
-// and returns the index as the result.
+// and returns the index as the result. It also checks the StateMachine
+// contract its own lock would hide: no two calls overlap, and Apply sees
+// indexes in increasing order.
 type counterSM struct {
 	mu   sync.Mutex
 	cmds [][]byte
 	last uint64
+
+	calls      atomic.Int32 // calls in progress
+	broken     atomic.Value // string: the first contract violation seen
+	applyDelay atomic.Int64 // nanoseconds each Apply takes, to play a slow state machine
+	restores   atomic.Int32 // Restore calls
+}
+
+// enter records a call starting; the returned func records it ending.
+func (s *counterSM) enter(name string) func() {
+	if n := s.calls.Add(1); n != 1 {
+		s.broken.CompareAndSwap(nil, fmt.Sprintf("%s called while %d other calls were in progress", name, n-1))
+	}
+	return func() { s.calls.Add(-1) }
+}
+
+// violation returns the first contract violation seen, or "".
+func (s *counterSM) violation() string {
+	v, _ := s.broken.Load().(string)
+	return v
 }
 
 func (s *counterSM) Apply(e Entry) any {
+	defer s.enter("Apply")()
+	if d := s.applyDelay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if e.Index <= s.last {
+		s.broken.CompareAndSwap(nil, fmt.Sprintf("Apply(%d) after Apply(%d)", e.Index, s.last))
+	}
 	s.cmds = append(s.cmds, e.Data)
 	s.last = e.Index
 	return e.Index
 }
 
 func (s *counterSM) Snapshot() (Snapshot, error) {
+	defer s.enter("Snapshot")()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var buf bytes.Buffer
@@ -51,6 +81,8 @@ func (s *counterSM) Snapshot() (Snapshot, error) {
 }
 
 func (s *counterSM) Restore(r io.Reader) error {
+	defer s.enter("Restore")()
+	s.restores.Add(1)
 	var n uint64
 	if err := binary.Read(r, binary.BigEndian, &n); err != nil {
 		return err
@@ -99,6 +131,7 @@ type testCluster struct {
 	peers  []Server
 	nodes  map[NodeID]*Node
 	sms    map[NodeID]*counterSM
+	allSMs []*counterSM // every state machine started, checked at cleanup
 	stores map[NodeID]*MemoryStorage
 	inline bool // nodes use readerTransports (set from inlineClusters)
 
@@ -133,6 +166,11 @@ func newTestCluster(t testing.TB, n int, tweak func(*Config)) *testCluster {
 	t.Cleanup(func() {
 		c.stopAll()
 		c.checkElectionSafety()
+		for _, sm := range c.allSMs {
+			if v := sm.violation(); v != "" {
+				t.Errorf("state machine contract broken: %s", v)
+			}
+		}
 	})
 	return c
 }
@@ -180,6 +218,7 @@ func (c *testCluster) start(id NodeID) *Node {
 		c.t.Fatalf("start node %d: %v", id, err)
 	}
 	c.nodes[id], c.sms[id] = nd, sm
+	c.allSMs = append(c.allSMs, sm)
 	return nd
 }
 

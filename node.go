@@ -42,6 +42,9 @@ type Node struct {
 	// goroutine holding it acts as the loop). See the type's comment.
 	coreMu sync.Mutex
 	halted bool // set under coreMu once the node must stop; nothing steps the Core or carries out its effects after (a do request still runs, and its effects are dropped)
+	// applyQueued is set (under coreMu) when committed entries or reads
+	// were queued for the applier; settle then applies them or wakes it.
+	applyQueued bool
 	// obsQueue holds observations for cfg.Observer, which is only ever
 	// called on the loop goroutine, in order, without coreMu held.
 	obsQueue []Observation
@@ -303,6 +306,8 @@ func (n *Node) settle(onLoop bool) bool {
 		}
 	}
 	halted := n.halted
+	applyQueued := n.applyQueued
+	n.applyQueued = false
 	var obs []Observation
 	if len(n.obsQueue) > 0 {
 		if onLoop {
@@ -316,6 +321,13 @@ func (n *Node) settle(onLoop bool) bool {
 		}
 	}
 	n.coreMu.Unlock()
+	if applyQueued {
+		if onLoop {
+			n.app.signal() // the loop never waits for the StateMachine
+		} else {
+			n.app.applyNow()
+		}
+	}
 	for _, o := range obs {
 		n.cfg.Observer(o)
 	}
@@ -403,7 +415,8 @@ func (n *Node) processReady() bool {
 // applier.
 func (n *Node) pushApply(rd Ready) {
 	if len(rd.CommittedEntries) > 0 || len(rd.ReadStates) > 0 {
-		n.app.push(applyTask{entries: rd.CommittedEntries, reads: n.readWaits(rd.ReadStates)})
+		n.app.enqueue(applyTask{entries: rd.CommittedEntries, reads: n.readWaits(rd.ReadStates)})
+		n.applyQueued = true // settle applies it or wakes the applier
 	}
 }
 

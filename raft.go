@@ -11,10 +11,15 @@ import (
 // index in the life of the StateMachine value; configuration and no-op
 // entries are not passed to it.
 //
-// Apply, Snapshot and Restore are called from one goroutine (the Node's
-// apply goroutine), never concurrently with each other. Snapshot.WriteTo
-// runs on another goroutine while Apply continues, so Snapshot must capture
-// a point-in-time view that later Applies do not change.
+// Apply, Snapshot and Restore are never called concurrently with each
+// other: each call returns before the next begins (and happens before it,
+// in the memory model's sense). They are called on the Node's apply
+// goroutine, except that while Apply stays quick (a few tens of
+// microseconds) and the apply goroutine is idle, the goroutine that
+// committed an entry, such as a transport's reader, may call Apply itself
+// to spare a hand-off. Snapshot.WriteTo runs on another goroutine while
+// Apply continues, so Snapshot must capture a point-in-time view that later
+// Applies do not change.
 type StateMachine interface {
 	// Apply applies a committed command and returns its result, which is
 	// handed back to the Propose call that proposed it (on the node that

@@ -58,6 +58,11 @@ type applyTask struct {
 // each lone proposal (over TCP this took 5.6% off a proposal's p50).
 const inlineApplyCost = 25 * time.Microsecond
 
+// inlineApplyMax is the most entries applyNow applies at once; a longer
+// queue (a follower catching up, say) is left to the apply goroutine, so
+// that a transport's reader is not held up applying it.
+const inlineApplyMax = 256
+
 // applier owns the StateMachine: it applies committed entries in order,
 // delivers results to waiting proposals, releases reads and takes
 // snapshots. The Node's loop never waits for it. Its own goroutine does
@@ -199,23 +204,31 @@ func (a *applier) signal() {
 // applyNow applies the queued tasks on the calling goroutine if applying
 // has been quick and nobody else is applying; otherwise it leaves them to
 // the apply goroutine. Taking turns on runMu keeps the order: whoever holds
-// it takes the whole queue. Restoring a snapshot, and taking one that comes
-// due, are left to the apply goroutine, since either may be slow.
+// it takes the whole queue. Restoring a snapshot, taking one that comes
+// due, and long queues are left to the apply goroutine, since any of them
+// may be slow.
 func (a *applier) applyNow() {
 	if a.applyCost.Load() >= int64(inlineApplyCost) || !a.runMu.TryLock() {
 		a.signal()
 		return
 	}
-	_, left := a.applyQueued(true)
-	left = left || a.snapshotDue()
-	a.runMu.Unlock()
-	if left {
+	if a.applyInline() {
 		a.signal()
 	}
 }
 
+// applyInline is applyNow's part under runMu (unlocked by a defer, in case
+// Apply panics and a transport recovers). It reports whether work is left
+// for the apply goroutine.
+func (a *applier) applyInline() (left bool) {
+	defer a.runMu.Unlock()
+	_, left = a.applyQueued(true)
+	return left || a.snapshotDue()
+}
+
 // applyQueued applies every queued task (runMu held), unless inline is set
-// and one of them restores a snapshot: then it leaves them all queued and
+// and the queue holds a snapshot to restore or more than inlineApplyMax
+// entries (a follower catching up): then it leaves them all queued and
 // reports left. It reports ok false if nothing more may be applied: the
 // applier stopped, or an apply failed and the node is stopping.
 func (a *applier) applyQueued(inline bool) (ok, left bool) {
@@ -224,8 +237,10 @@ func (a *applier) applyQueued(inline bool) (ok, left bool) {
 	}
 	a.mu.Lock()
 	if inline {
+		n := 0
 		for i := range a.queue {
-			if a.queue[i].snap != nil {
+			n += len(a.queue[i].entries)
+			if a.queue[i].snap != nil || n > inlineApplyMax {
 				a.mu.Unlock()
 				return true, true
 			}

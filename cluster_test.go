@@ -635,44 +635,54 @@ func TestClusterWithInlineDelivery(t *testing.T) {
 // TestInlineApplyTakesTurnsWithTheApplier has concurrent proposers commit
 // entries that are applied partly on the goroutines stepping the
 // acknowledgements and partly on the apply goroutine, with snapshots taken
-// and restored along the way. Every replica must apply the same commands
-// in the same order, and no state machine call may overlap another (the
-// cluster's cleanup checks counterSM's record of that).
+// and, on a follower that fell behind, restored along the way. Every
+// replica must apply the same commands in the same order, and no state
+// machine call may overlap another (the cluster's cleanup checks
+// counterSM's record of that).
 func TestInlineApplyTakesTurnsWithTheApplier(t *testing.T) {
 	inlineClusters = true
 	defer func() { inlineClusters = false }()
 	c := newTestCluster(t, 3, func(cfg *Config) { cfg.SnapshotThreshold = 64; cfg.TrailingEntries = 16 })
 	lead := c.waitLeader(electTimeout)
-	// One follower falls behind past the trailing entries, so that it
-	// catches up by a snapshot while entries keep committing.
+	const proposers, each = 8, 30
+	proposeAll := func(phase int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan error, proposers)
+		for p := range proposers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					if _, err := c.nodes[lead].Propose(context.Background(), []byte(fmt.Sprintf("%d-p%d-%d", phase, p, i))); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	// One follower falls behind until the leader has compacted past its
+	// log, so that it catches up by a snapshot while entries keep
+	// committing.
 	lagging := c.followers(lead)[0]
 	c.net.Isolate(lagging)
-	const proposers, each = 8, 60
-	var wg sync.WaitGroup
-	errs := make(chan error, proposers)
-	for p := range proposers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				if i == each/2 && p == 0 {
-					c.net.Heal()
-				}
-				if _, err := c.nodes[lead].Propose(context.Background(), []byte(fmt.Sprintf("p%d-%d", p, i))); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	proposeAll(1)
+	behind := c.nodes[lagging].Status().LastIndex
+	waitFor(t, 10*time.Second, "the leader to compact past the isolated follower's log", func() bool {
+		st, err := c.stores[lead].Load()
+		return err == nil && st.CompactedIndex > behind
+	})
+	c.net.Heal()
+	proposeAll(2)
 	want := c.sms[lead].commands()
-	if len(want) != proposers*each {
-		t.Fatalf("leader applied %d commands, want %d", len(want), proposers*each)
+	if len(want) != 2*proposers*each {
+		t.Fatalf("leader applied %d commands, want %d", len(want), 2*proposers*each)
 	}
 	c.waitApplied(want, 10*time.Second)
 	if n := c.nodes[lead].app.inlineApplies.Load(); n == 0 {
@@ -692,9 +702,13 @@ func TestSlowStateMachineIsAppliedOnItsOwnGoroutine(t *testing.T) {
 	defer func() { inlineClusters = false }()
 	c := newTestCluster(t, 3, nil)
 	lead := c.waitLeader(electTimeout)
-	c.mustPropose("fast")
-	if c.nodes[lead].app.inlineApplies.Load() == 0 {
-		t.Fatal("a quick state machine was not applied inline")
+	// A lone proposal is committed by the goroutine stepping an
+	// acknowledgement, unless the loop happens to take that message.
+	for i := 0; c.nodes[lead].app.inlineApplies.Load() == 0; i++ {
+		if i == 50 {
+			t.Fatal("a quick state machine was not applied inline in 50 proposals")
+		}
+		c.mustPropose(fmt.Sprintf("fast%d", i))
 	}
 	c.sms[lead].applyDelay.Store(int64(time.Millisecond))
 	before := c.nodes[lead].app.inlineApplies.Load()
@@ -706,3 +720,24 @@ func TestSlowStateMachineIsAppliedOnItsOwnGoroutine(t *testing.T) {
 		t.Fatalf("%d batches of a slow state machine applied inline, want at most 1", n)
 	}
 }
+
+// TestSnapshotComesDueDuringInlineApplies: when entries applied off the
+// apply goroutine bring a snapshot due, the apply goroutine is woken to
+// take it.
+func TestSnapshotComesDueDuringInlineApplies(t *testing.T) {
+	inlineClusters = true
+	defer func() { inlineClusters = false }()
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.SnapshotThreshold = 16 })
+	lead := c.waitLeader(electTimeout)
+	for i := range 40 {
+		c.mustPropose(fmt.Sprintf("c%d", i))
+	}
+	if c.nodes[lead].app.inlineApplies.Load() == 0 {
+		t.Fatal("nothing was applied inline")
+	}
+	waitFor(t, 5*time.Second, "the leader to take a snapshot", func() bool {
+		st, err := c.stores[lead].Load()
+		return err == nil && st.Snapshot.Index >= 16
+	})
+}
+

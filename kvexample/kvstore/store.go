@@ -59,9 +59,9 @@ type session struct {
 	result    Result
 }
 
-// Store is a raft.StateMachine holding a key-value map. Apply, Snapshot and
-// Restore are called by the raft.Node's apply goroutine; Get, Len and
-// Applied may be called from any goroutine at the same time.
+// Store is a raft.StateMachine holding a key-value map. The raft.Node calls
+// Apply, Snapshot and Restore one at a time; Get, Len and Applied may be
+// called from any goroutine at the same time.
 //
 // Values are never modified in place once stored, and Snapshot marks the
 // current maps as shared, so the next write copies them (copy-on-write):

@@ -740,4 +740,3 @@ func TestSnapshotComesDueDuringInlineApplies(t *testing.T) {
 		return err == nil && st.Snapshot.Index >= 16
 	})
 }
-

@@ -78,9 +78,9 @@ type applier struct {
 	// fields marked "runMu" below.
 	runMu   sync.Mutex
 	stopped bool // runMu: stop ran, or an apply failed; nothing more is applied
-	// applyCost is a moving average of one task's apply time in
-	// nanoseconds, which gates applyNow.
-	applyCost atomic.Int64
+	// applyCost is a moving average of one task's apply time, which
+	// gates applyNow.
+	applyCost movingCost
 	// inlineApplies counts the batches applyNow applied (for tests).
 	inlineApplies atomic.Uint64
 
@@ -208,7 +208,7 @@ func (a *applier) signal() {
 // due, and long queues are left to the apply goroutine, since any of them
 // may be slow.
 func (a *applier) applyNow() {
-	if a.applyCost.Load() >= int64(inlineApplyCost) || !a.runMu.TryLock() {
+	if !a.applyCost.below(inlineApplyCost) || !a.runMu.TryLock() {
 		a.signal()
 		return
 	}
@@ -255,9 +255,7 @@ func (a *applier) applyQueued(inline bool) (ok, left bool) {
 	for i := range batch {
 		start := time.Now()
 		err := a.apply(&batch[i])
-		d := int64(time.Since(start))
-		old := a.applyCost.Load()
-		a.applyCost.Store(old + (d-old)/8)
+		a.applyCost.add(time.Since(start))
 		if err != nil {
 			a.stopped = true
 			clear(batch)

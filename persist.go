@@ -29,10 +29,10 @@ type persister struct {
 	quit  chan struct{}
 	exit  chan struct{}
 
-	// saveCost is a moving average of Save's duration in nanoseconds. A
+	// saveCost is a moving average of Save's duration. A
 	// storage that answers faster than a goroutine handoff costs (memory,
 	// or a disk with a power-safe cache) is written inline by the loop.
-	saveCost atomic.Int64
+	saveCost movingCost
 
 	out []Message // the messages of the jobs being sent, reused
 
@@ -72,14 +72,26 @@ func newPersister(st Storage, send func([]Message), warn func(string, ...any)) *
 func (p *persister) save(hs HardState, ents []Entry) error {
 	start := time.Now()
 	err := p.st.Save(hs, ents)
-	d := int64(time.Since(start))
-	old := p.saveCost.Load()
-	p.saveCost.Store(old + (d-old)/8)
+	p.saveCost.add(time.Since(start))
 	return err
 }
 
 // fast reports whether Saves have lately been quick enough to do inline.
-func (p *persister) fast() bool { return p.saveCost.Load() < int64(inlineSaveCost) }
+func (p *persister) fast() bool { return p.saveCost.below(inlineSaveCost) }
+
+// movingCost is a moving average of how long something takes, in
+// nanoseconds, that weighs the latest sample by 1/8. The persister and the
+// applier use one each to decide whether work is quick enough to do on the
+// goroutine at hand rather than hand it over. Only one goroutine adds at a
+// time; any may read.
+type movingCost struct{ atomic.Int64 }
+
+func (c *movingCost) add(d time.Duration) {
+	old := c.Load()
+	c.Store(old + (int64(d)-old)/8)
+}
+
+func (c *movingCost) below(limit time.Duration) bool { return c.Load() < int64(limit) }
 
 // submit queues a job; it never blocks.
 func (p *persister) submit(j persistJob) {
